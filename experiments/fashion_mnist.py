@@ -1,0 +1,30 @@
+"""Fashion-MNIST, ReLU codes of dimension 1024, FLOPs regulariser (the default experiment).
+
+python launch.py --config=experiments/fashion_mnist.py --workdir=runs/fmnist_flops
+python launch.py --config=experiments/fashion_mnist.py:smoke --workdir=/tmp/smoke
+"""
+
+from sparse_flops.config import base_config, smoke
+
+
+def get_config(arg: str | None = None):
+    c = base_config()
+    c.data.source = "fashion_mnist"
+    c.augment.shift = 2
+    c.augment.flip = True
+    c.model.backbone = "small_convnet"
+    c.model.dim = 1024
+    c.model.activation = "relu"
+    c.loss.name = "norm_softmax"
+    c.loss.scale = 16.0
+    c.regularizer.name = "flops"
+    c.regularizer.weight = 1.0
+    c.regularizer.warmup_steps = 1000
+    if arg == "smoke":
+        smoke(c)
+        c.model.backbone_kwargs.channels = (8, 16, 32)
+        c.model.backbone_kwargs.features = 64
+        c.model.dim = 256
+    elif arg:
+        raise ValueError(f"unknown config argument {arg!r}; use 'smoke' or nothing")
+    return c

@@ -1,0 +1,91 @@
+"""Every Orbax call of the project: checkpoint manager, save, restore, resume.
+
+Checkpoints live in ``<workdir>/checkpoints/<step>``. Orbax writes each step to a temporary
+folder and renames it when complete, so a run killed mid-save leaves the previous checkpoints
+intact and the half-written one is ignored on restore.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class _QuietOrbax(logging.Filter):
+    """Drops Orbax's INFO chatter (several lines per save) from the shared absl logger."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or "orbax" not in record.pathname
+
+
+_FILTER = _QuietOrbax()
+logging.getLogger("absl").addFilter(_FILTER)
+
+
+def checkpoint_dir(workdir: str) -> str:
+    return os.path.join(os.path.abspath(workdir), "checkpoints")
+
+
+def make_manager(workdir: str, *, max_to_keep: int = 3, async_save: bool = True):
+    """A ``CheckpointManager`` over ``<workdir>/checkpoints``."""
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep,
+        create=True,
+        enable_async_checkpointing=async_save,
+        cleanup_tmp_directories=True,
+    )
+    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
+
+
+def save(manager, step: int, state, *, force: bool = False) -> bool:
+    """Saves the pytree ``state`` as step ``step`` (asynchronously when the manager is)."""
+    return manager.save(step, args=ocp.args.StandardSave(state), force=force)
+
+
+def latest_step(manager) -> int | None:
+    return manager.latest_step()
+
+
+def restore(manager, target, step: int | None = None):
+    """Restores step ``step`` (default: latest) into the structure, shapes, dtypes and shardings
+    of ``target`` (a pytree of arrays or ``jax.ShapeDtypeStruct``)."""
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint in {manager.directory}")
+    abstract = jax.tree.map(_abstract, target)
+    try:
+        return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(
+            f"checkpoint {step} in {manager.directory} does not fit the model or optimiser of "
+            "this config (was it written with another backbone, dimension or optimiser?); "
+            f"resume with the config in the workdir's config.json or use a fresh --workdir. "
+            f"Orbax said: {e}"
+        ) from e
+
+
+def _abstract(x):
+    if isinstance(x, jax.ShapeDtypeStruct):
+        return x
+    sharding = getattr(x, "sharding", None)
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+
+
+def restore_or_keep(manager, state):
+    """``(restored state, True)`` from the latest checkpoint, or ``(state, False)`` if none."""
+    if manager.latest_step() is None:
+        return state, False
+    return restore(manager, state), True
+
+
+def wait(manager) -> None:
+    """Blocks until pending asynchronous saves are written."""
+    manager.wait_until_finished()
+
+
+def close(manager) -> None:
+    manager.wait_until_finished()
+    manager.close()

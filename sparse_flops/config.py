@@ -1,0 +1,93 @@
+"""The configuration schema shared by every experiment (``ml_collections.ConfigDict``).
+
+Each ``experiments/*.py`` starts from :func:`base_config` and overrides what it needs, so every
+experiment accepts the same keys and a misspelt ``--config.x.y=`` fails under ``lock_config``.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "fashion_mnist"  # fashion_mnist | cifar100 | features | synthetic
+    c.data.dir = ""  # "" = the source's default folder (Fashion-MNIST: Debian's package)
+    c.data.train_split = "train"
+    c.data.eval_split = "test"
+    c.data.validation_size = 0  # > 0 carves a 'validation' split out of 'train'
+    c.data.split_seed = 0
+    c.data.train_limit = 0  # > 0 keeps only the first N training examples
+    c.data.eval_limit = 0  # > 0 keeps only the first N examples of every other split
+    c.data.synthetic = ml_collections.ConfigDict(
+        dict(num_classes=100, features=64, train_per_class=50, test_per_class=10, noise=0.5, seed=0)
+    )
+
+    c.augment = ml_collections.ConfigDict(dict(shift=0, flip=False, contrast=0.0, noise=0.0))
+
+    c.model = ml_collections.ConfigDict()
+    c.model.backbone = "small_convnet"  # mlp | small_convnet | cifar_convnet | resnet18 | resnet50
+    c.model.backbone_kwargs = ml_collections.ConfigDict()
+    c.model.dim = 1024
+    c.model.activation = "relu"  # relu | soft_threshold | none
+    c.model.threshold = 0.0  # soft-threshold t
+    c.model.batch_norm = True
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.name = "norm_softmax"  # arcface | cosface | norm_softmax | triplet | ntxent
+    c.loss.scale = 16.0
+    c.loss.margin = 0.0
+    c.loss.temperature = 0.1
+
+    c.regularizer = ml_collections.ConfigDict()
+    c.regularizer.name = "flops"  # flops | l1 | none
+    c.regularizer.weight = 1.0  # database side (and the only side of one-sided losses)
+    c.regularizer.query_weight = -1.0  # >= 0: query-side weight of two-view losses; -1: same
+    c.regularizer.schedule = "quadratic"  # quadratic | constant
+    c.regularizer.warmup_steps = 1000
+
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.name = "adam"  # adam | adamw | sgd
+    c.optimizer.learning_rate = 1e-3
+    c.optimizer.lr_schedule = "cosine"  # constant | cosine | step
+    c.optimizer.warmup_steps = 0
+    c.optimizer.decay_boundaries = ()  # steps, for lr_schedule=step
+    c.optimizer.decay_factor = 0.1
+    c.optimizer.momentum = 0.9
+    c.optimizer.nesterov = False
+    c.optimizer.weight_decay = 0.0
+    c.optimizer.grad_clip_norm = 0.0
+
+    c.train = ml_collections.ConfigDict()
+    c.train.num_steps = 3000
+    c.train.batch_size = 256
+    c.train.log_every = 100
+    c.train.eval_every = 1000
+    c.train.checkpoint_every = 500
+    c.train.max_checkpoints = 3
+    c.train.async_checkpointing = True
+    c.train.compute_dtype = "float32"  # float32 | bfloat16
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.num_queries = 1000  # first N items of the eval split query the whole split; 0 = all
+    c.eval.batch_size = 1000
+    c.eval.ks = (1, 10)
+    return c
+
+
+def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Shrinks ``c`` in place to train in seconds (tests, CI): few steps, small data and eval."""
+    c.train.num_steps = 12
+    c.train.batch_size = 32
+    c.train.log_every = 4
+    c.train.eval_every = 6
+    c.train.checkpoint_every = 6
+    c.data.train_limit = 512
+    c.data.eval_limit = 256
+    c.eval.num_queries = 64
+    c.eval.batch_size = 128
+    c.regularizer.warmup_steps = 6
+    return c

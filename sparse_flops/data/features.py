@@ -1,0 +1,47 @@
+"""Pre-computed feature vectors from ``.npz`` files (one file per split).
+
+Each file holds ``inputs`` (``(n, ...)`` floats) and ``labels`` (``(n,)`` integers).
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+
+import numpy as np
+
+from sparse_flops.data.base import ArraySplit, DataError
+
+
+def load_split(path: str) -> ArraySplit:
+    """Reads and validates one ``.npz`` split."""
+    if not os.path.isfile(path):
+        raise DataError(f"feature file {path} is missing; set --config.data.dir to its folder")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = {"inputs", "labels"} - set(f.files)
+            if missing:
+                raise DataError(f"{path} lacks the arrays {sorted(missing)} (has {f.files})")
+            inputs, labels = f["inputs"], f["labels"]
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        if isinstance(e, DataError):
+            raise
+        raise DataError(f"feature file {path} is corrupt or not an .npz file ({e})") from e
+    if not np.issubdtype(inputs.dtype, np.floating):
+        raise DataError(f"{path}: inputs have dtype {inputs.dtype}, expected floats")
+    if not np.issubdtype(labels.dtype, np.integer) or labels.ndim != 1:
+        raise DataError(
+            f"{path}: labels must be a 1-D integer array, got {labels.dtype} {labels.shape}"
+        )
+    if len(inputs) != len(labels):
+        raise DataError(f"{path}: {len(inputs)} inputs but {len(labels)} labels")
+    if not np.all(np.isfinite(inputs)):
+        raise DataError(f"{path}: inputs contain NaN or infinite values")
+    return ArraySplit(inputs.astype(np.float32), labels.astype(np.int32))
+
+
+def load(data_dir: str, splits=("train", "test")) -> dict[str, ArraySplit]:
+    """``{name: split}`` from ``data_dir/<name>.npz`` for each name in ``splits``."""
+    if not os.path.isdir(data_dir):
+        raise DataError(f"feature folder {data_dir} does not exist; set --config.data.dir")
+    return {name: load_split(os.path.join(data_dir, f"{name}.npz")) for name in splits}

@@ -1,0 +1,65 @@
+"""Atomic file writes and the workdir's JSON-lines metric log."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+
+
+def atomic_write(path: str, write: Callable[[str], None]) -> None:
+    """Calls ``write(tmp_path)`` on a temporary file beside ``path``, then renames it to ``path``.
+
+    A crash leaves either the old file or the new one, never a half-written file.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Writes ``text`` to ``path`` atomically."""
+
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+
+    atomic_write(path, write)
+
+
+def read_jsonl(path: str) -> list[dict]:
+    """The records of a JSON-lines file; a torn last line (killed writer) is skipped."""
+    if not os.path.exists(path):
+        return []
+    records = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records
+
+
+def write_jsonl(path: str, records: Iterable[dict]) -> None:
+    """Replaces ``path`` atomically with ``records``, one JSON object a line."""
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def append_jsonl(path: str, record: dict) -> None:
+    """Appends one record and flushes it."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()

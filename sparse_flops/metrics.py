@@ -1,0 +1,153 @@
+"""Retrieval accuracy (precision@k, recall@k, mAP) and cost accounting (NumPy).
+
+When the queries are drawn from the database, pass ``query_db_index`` (the database row of each
+query): that row is removed from the query's ranking, so a query never retrieves itself (the
+original TF1 code counted the self-match and inflated recall).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def _ranked_relevance(
+    scores: np.ndarray,
+    query_labels: np.ndarray,
+    db_labels: np.ndarray,
+    self_index: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Relevance of the database in descending score order, self-matches dropped.
+
+    Returns ``(relevance (q, n - s) bool, number of relevant items per query (q,))``, ``s`` = 1
+    when self-matches are dropped, else 0. Ties are broken by database order (stable sort).
+    """
+    relevant = db_labels[None, :] == query_labels[:, None]
+    scores = scores.astype(np.float64, copy=True)
+    if self_index is not None:
+        rows = np.arange(len(scores))
+        scores[rows, self_index] = -np.inf
+        relevant[rows, self_index] = False
+    order = np.argsort(-scores, axis=1, kind="stable")
+    ranked = np.take_along_axis(relevant, order, axis=1)
+    if self_index is not None:
+        ranked = ranked[:, :-1]  # the self-match sorts last (score -inf)
+    return ranked, relevant.sum(axis=1)
+
+
+def ranking_metrics(
+    scores: np.ndarray,
+    query_labels: np.ndarray,
+    db_labels: np.ndarray,
+    *,
+    ks: Sequence[int] = (1,),
+    self_index: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Per-query precision@k, recall@k and average precision from a full score matrix.
+
+    Args:
+      scores: ``(q, n)`` similarity of each query to each database item.
+      query_labels: ``(q,)``; db_labels: ``(n,)``.
+      ks: cut-offs.
+      self_index: ``(q,)`` database row of each query to exclude, or None.
+    Returns:
+      ``{'precision@k': (q,), 'recall@k': (q,), 'ap': (q,)}``; AP and recall are NaN for a query
+      with no relevant item.
+    """
+    ranked, num_relevant = _ranked_relevance(scores, query_labels, db_labels, self_index)
+    hits = np.cumsum(ranked, axis=1)
+    out = {}
+    n = ranked.shape[1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for k in ks:
+            kk = min(k, n)
+            out[f"precision@{k}"] = hits[:, kk - 1] / kk if kk else np.zeros(len(ranked))
+            out[f"recall@{k}"] = (
+                np.where(num_relevant > 0, hits[:, kk - 1] / num_relevant, np.nan)
+                if kk
+                else np.zeros(len(ranked))
+            )
+        precision_at_rank = hits / np.arange(1, n + 1)
+        ap = np.sum(precision_at_rank * ranked, axis=1) / num_relevant
+        out["ap"] = np.where(num_relevant > 0, ap, np.nan)
+    return out
+
+
+def evaluate_embeddings(
+    queries: np.ndarray,
+    query_labels: np.ndarray,
+    database: np.ndarray,
+    db_labels: np.ndarray,
+    *,
+    ks: Sequence[int] = (1,),
+    self_index: np.ndarray | None = None,
+    chunk: int = 512,
+) -> dict[str, float]:
+    """Mean precision@k, recall@k and mAP of exact inner-product retrieval.
+
+    Args:
+      queries: ``(q, d)`` embeddings; database: ``(n, d)``.
+      self_index: ``(q,)`` database row of each query, when queries come from the database.
+      chunk: queries scored at once (bounds memory to ``chunk * n`` floats).
+    Returns:
+      ``{'precision@k': ..., 'recall@k': ..., 'map': ...}`` averaged over queries (mAP and recall
+      over the queries that have at least one relevant item).
+    """
+    sums: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(queries), chunk):
+        sl = slice(start, start + chunk)
+        scores = np.asarray(queries[sl], np.float32) @ np.asarray(database, np.float32).T
+        per_query = ranking_metrics(
+            scores,
+            query_labels[sl],
+            db_labels,
+            ks=ks,
+            self_index=None if self_index is None else self_index[sl],
+        )
+        for key, v in per_query.items():
+            sums.setdefault(key, []).append(v)
+    out = {}
+    for key, parts in sums.items():
+        v = np.concatenate(parts)
+        out["map" if key == "ap" else key] = float(np.nanmean(v)) if np.any(~np.isnan(v)) else 0.0
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Cost accounting.
+
+
+def activation_probabilities(codes) -> np.ndarray:
+    """``p_j``: the fraction of rows of ``codes`` ``(n, d)`` (dense or scipy sparse) whose
+    dimension ``j`` is non-zero; ``(d,)``."""
+    if hasattr(codes, "tocsc"):
+        csc = codes.tocsc()
+        csc.eliminate_zeros()
+        return np.diff(csc.indptr).astype(np.float64) / codes.shape[0]
+    return np.mean(np.asarray(codes) != 0, axis=0).astype(np.float64)
+
+
+def cost_summary(database, queries=None) -> dict[str, float]:
+    """Retrieval cost of an inverted index over ``database`` ``(n, d)``.
+
+    Returns mean non-zeros per database item, ``sum_j p_j^2`` (expected multiply-adds per database
+    item when queries follow the database's distribution), ``R_sub``, and, with ``queries``,
+    ``sum_j q_j p_j`` and the expected multiply-adds per query ``N * sum_j q_j p_j``, beside the
+    dense cost ``N * d``.
+    """
+    n, d = database.shape
+    p = activation_probabilities(database)
+    mean_nnz = float(p.sum())
+    sum_p2 = float(np.sum(p * p))
+    out = {
+        "mean_nonzeros": mean_nnz,
+        "nonzero_fraction": mean_nnz / d,
+        "sum_p_squared": sum_p2,
+        "r_sub": d * sum_p2 / mean_nnz**2 if mean_nnz > 0 else float("nan"),
+        "dense_macs_per_query": float(n * d),
+    }
+    q = p if queries is None else activation_probabilities(queries)
+    out["sum_q_p"] = float(np.sum(q * p))
+    out["expected_macs_per_query"] = n * out["sum_q_p"]
+    return out

@@ -1,0 +1,125 @@
+import glob
+import importlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from helpers import write_fake_fashion_mnist
+
+from sparse_flops import io_utils, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, JAX_PLATFORMS="cpu")
+
+
+def launch(*args, timeout=300):
+    return subprocess.run(
+        [sys.executable, "launch.py", *args],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "experiments", "*.py"))))
+def test_every_experiment_config_loads_full_and_smoke(path):
+    name = os.path.splitext(os.path.basename(path))[0]
+    if name == "__init__":
+        pytest.skip("package marker")
+    module = importlib.import_module(f"experiments.{name}")
+    assert "launch.py --config=experiments/" in module.__doc__
+    for arg in (None, "smoke"):
+        c = module.get_config(arg)
+        train._check_config(c)
+    with pytest.raises(ValueError, match="unknown config argument"):
+        module.get_config("huge")
+
+
+def test_unknown_config_key_fails_clearly(tmp_path):
+    r = launch(
+        "--config=experiments/synthetic.py:smoke",
+        f"--workdir={tmp_path}",
+        "--config.regularizer.wieght=3",
+    )
+    assert r.returncode != 0
+    assert "wieght" in r.stderr
+    assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def test_missing_data_folder_names_the_fix(tmp_path):
+    r = launch(
+        "--config=experiments/fashion_mnist.py:smoke",
+        f"--workdir={tmp_path / 'w'}",
+        f"--config.data.dir={tmp_path / 'absent'}",
+    )
+    assert r.returncode != 0
+    assert "apt-get install dataset-fashion-mnist" in r.stderr and "absent" in r.stderr
+
+
+@pytest.mark.slow
+def test_fashion_mnist_smoke_from_launcher_on_idx_files(tmp_path):
+    folder = write_fake_fashion_mnist(str(tmp_path / "fm"), n_train=600, n_test=200)
+    r = launch(
+        "--config=experiments/fashion_mnist.py:smoke",
+        f"--workdir={tmp_path / 'w'}",
+        f"--config.data.dir={folder}",
+        "--config.regularizer.weight=2",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    records = io_utils.read_jsonl(str(tmp_path / "w" / "metrics.jsonl"))
+    final = [r for r in records if "eval/precision@1" in r][-1]
+    assert final["step"] == 12
+    assert "step 12/12" in r.stderr and "steps/s" in r.stderr and "ETA" in r.stderr
+
+
+@pytest.mark.slow
+def test_sigkill_midway_then_relaunch_finishes_like_an_uninterrupted_run(tmp_path):
+    args = [
+        "--config=experiments/synthetic.py:smoke",
+        "--config.train.num_steps=1500",
+        "--config.train.checkpoint_every=100",
+        "--config.train.log_every=50",
+        "--config.train.eval_every=750",
+        "--config.optimizer.lr_schedule=constant",
+    ]
+    work = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "launch.py", *args, f"--workdir={work}"],
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and not os.path.isdir(work / "checkpoints" / "200"):
+        assert proc.poll() is None, "run ended before it could be killed"
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    steps = [int(s) for s in os.listdir(work / "checkpoints") if s.isdigit()]
+    assert 200 <= max(steps) < 1500
+    r = launch(*args, f"--workdir={work}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resuming from step" in r.stderr
+    records = io_utils.read_jsonl(str(work / "metrics.jsonl"))
+    logged = [rec["step"] for rec in records if "train/loss" in rec]
+    assert logged == list(range(50, 1501, 50))
+    r = launch(*args, f"--workdir={tmp_path / 'straight'}")
+    assert r.returncode == 0
+
+    from experiments import synthetic
+
+    c = synthetic.get_config("smoke")
+    c.train.num_steps, c.optimizer.lr_schedule = 1500, "constant"
+    a, _, _ = train.load_trained_state(c, str(work))
+    b, _, _ = train.load_trained_state(c, str(tmp_path / "straight"))
+    assert int(a.step) == int(b.step) == 1500
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

@@ -1,0 +1,190 @@
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import synthetic as synthetic_experiment
+from sparse_flops import checkpoint, io_utils, train
+from sparse_flops.config import base_config
+
+
+def smoke_config(**overrides):
+    c = synthetic_experiment.get_config("smoke")
+    c.optimizer.lr_schedule = "constant"
+    for key, value in overrides.items():
+        node = c
+        *path, last = key.split(".")
+        for p in path:
+            node = node[p]
+        node[last] = value
+    return c
+
+
+def params_of(config, workdir):
+    state, _, _ = train.load_trained_state(config, workdir)
+    return jax.tree.map(np.asarray, (state.step, state.params, state.batch_stats, state.opt_state))
+
+
+def assert_trees_equal(a, b):
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    assert len(la) == len(lb)
+    for x, y in zip(la, lb, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_train_writes_workdir_and_reports_eval(tmp_path):
+    c = smoke_config()
+    result = train.train_and_evaluate(c, str(tmp_path))
+    for key in (
+        "precision@1",
+        "map",
+        "mean_nonzeros",
+        "sum_p_squared",
+        "r_sub",
+        "expected_macs_per_query",
+    ):
+        assert key in result and np.isfinite(result[key])
+    assert json.load(open(tmp_path / "config.json"))["model"]["dim"] == c.model.dim
+    records = io_utils.read_jsonl(str(tmp_path / "metrics.jsonl"))
+    train_steps = [r["step"] for r in records if "train/loss" in r]
+    assert train_steps == [4, 6, 8, 12]  # log points and checkpoint points
+    assert [r["step"] for r in records if "eval/map" in r] == [6, 12]
+    assert all("steps_per_sec" in r for r in records if "train/loss" in r)
+    manager = checkpoint.make_manager(str(tmp_path))
+    assert manager.latest_step() == 12
+    checkpoint.close(manager)
+
+
+def test_resume_continues_bit_for_bit(tmp_path):
+    full = smoke_config()
+    train.train_and_evaluate(full, str(tmp_path / "a"))
+    first_half = smoke_config(**{"train.num_steps": 6})
+    train.train_and_evaluate(first_half, str(tmp_path / "b"))
+    train.train_and_evaluate(full, str(tmp_path / "b"))
+    assert_trees_equal(params_of(full, str(tmp_path / "a")), params_of(full, str(tmp_path / "b")))
+    records = io_utils.read_jsonl(str(tmp_path / "b" / "metrics.jsonl"))
+    assert [r["step"] for r in records if "train/loss" in r] == [4, 6, 8, 12]
+
+
+def test_finished_run_does_not_train_again(tmp_path):
+    c = smoke_config()
+    first = train.train_and_evaluate(c, str(tmp_path))
+    before = (tmp_path / "metrics.jsonl").read_text()
+    ckpts = sorted(os.listdir(tmp_path / "checkpoints"))
+    again = train.train_and_evaluate(c, str(tmp_path))
+    assert (tmp_path / "metrics.jsonl").read_text() == before
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ckpts
+    assert again["map"] == pytest.approx(first["map"])
+
+
+def test_nonfinite_loss_stops_naming_the_step_and_keeps_last_checkpoint(tmp_path):
+    c = smoke_config(**{"train.num_steps": 4, "train.checkpoint_every": 4})
+    train.train_and_evaluate(c, str(tmp_path))
+    good = params_of(c, str(tmp_path))
+    bad = smoke_config(**{"train.num_steps": 12, "optimizer.learning_rate": 1e30})
+    with pytest.raises(FloatingPointError, match=r"at step (6|7|8)\b"):
+        train.train_and_evaluate(bad, str(tmp_path))
+    manager = checkpoint.make_manager(str(tmp_path))
+    assert manager.latest_step() == 4
+    checkpoint.close(manager)
+    assert_trees_equal(params_of(c, str(tmp_path)), good)
+
+
+@pytest.mark.parametrize("loss", ["arcface", "cosface", "norm_softmax", "triplet", "ntxent"])
+def test_every_loss_trains(tmp_path, loss):
+    c = smoke_config(
+        **{
+            "loss.name": loss,
+            "loss.margin": 0.2,
+            "train.num_steps": 4,
+            "train.eval_every": 4,
+            "train.checkpoint_every": 4,
+            "augment.noise": 0.05,
+        }
+    )
+    if loss == "ntxent":
+        c.regularizer.query_weight = 0.5
+    result = train.train_and_evaluate(c, str(tmp_path))
+    rec = [r for r in io_utils.read_jsonl(str(tmp_path / "metrics.jsonl")) if "train/loss" in r]
+    assert np.isfinite(rec[-1]["train/loss"]) and np.isfinite(result["map"])
+
+
+def test_flops_penalty_makes_codes_sparser_than_no_penalty(tmp_path):
+    kw = {
+        "train.num_steps": 60,
+        "train.eval_every": 60,
+        "train.checkpoint_every": 60,
+        "train.log_every": 60,
+        "regularizer.warmup_steps": 10,
+        "optimizer.learning_rate": 3e-3,
+    }
+    dense = train.train_and_evaluate(
+        smoke_config(**kw, **{"regularizer.name": "none"}), str(tmp_path / "none")
+    )
+    sparse = train.train_and_evaluate(
+        smoke_config(**kw, **{"regularizer.weight": 30.0}), str(tmp_path / "flops")
+    )
+    assert sparse["mean_nonzeros"] < 0.5 * dense["mean_nonzeros"]
+
+
+def test_resume_with_another_optimizer_fails_clearly(tmp_path):
+    c = smoke_config(**{"train.num_steps": 4, "train.checkpoint_every": 4})
+    train.train_and_evaluate(c, str(tmp_path))
+    other = smoke_config(**{"train.num_steps": 8, "optimizer.name": "sgd"})
+    with pytest.raises(ValueError, match="does not fit the model or optimiser"):
+        train.train_and_evaluate(other, str(tmp_path))
+
+
+def test_query_weight_only_for_two_sided_losses(tmp_path):
+    c = smoke_config(**{"regularizer.query_weight": 1.0})
+    with pytest.raises(ValueError, match="query_weight applies only"):
+        train.train_and_evaluate(c, str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "key,value,match",
+    [
+        ("loss.name", "softmax", "config.loss.name"),
+        ("regularizer.name", "l2", "config.regularizer.name"),
+        ("optimizer.name", "lamb", "config.optimizer.name"),
+        ("optimizer.lr_schedule", "linear", "config.optimizer.lr_schedule"),
+        ("train.batch_size", 0, "config.train.batch_size"),
+        ("train.compute_dtype", "float16", "config.train.compute_dtype"),
+    ],
+)
+def test_bad_config_values_are_named(tmp_path, key, value, match):
+    with pytest.raises(ValueError, match=match):
+        train.train_and_evaluate(smoke_config(**{key: value}), str(tmp_path))
+
+
+def test_lr_schedules():
+    oc = base_config().optimizer
+    oc.learning_rate = 0.1
+    oc.lr_schedule = "step"
+    oc.decay_boundaries = (10, 20)
+    f = train.make_lr_schedule(oc, 30)
+    assert [float(f(s)) for s in (0, 9, 10, 19, 20, 29)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+    )
+    oc.lr_schedule = "cosine"
+    oc.warmup_steps = 10
+    f = train.make_lr_schedule(oc, 110)
+    assert float(f(0)) == 0.0 and float(f(5)) == pytest.approx(0.05)
+    assert float(f(10)) == pytest.approx(0.1) and float(f(110)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_bfloat16_compute_keeps_float32_params(tmp_path):
+    c = smoke_config(
+        **{
+            "train.compute_dtype": "bfloat16",
+            "train.num_steps": 4,
+            "train.eval_every": 4,
+            "train.checkpoint_every": 4,
+        }
+    )
+    result = train.train_and_evaluate(c, str(tmp_path))
+    assert np.isfinite(result["map"])
+    state, _, _ = train.load_trained_state(c, str(tmp_path))
+    assert {x.dtype for x in jax.tree.leaves(state.params)} == {np.dtype("float32")}
