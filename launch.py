@@ -3,25 +3,68 @@
     python launch.py --config=experiments/fashion_mnist.py --workdir=runs/fmnist
     python launch.py --config=experiments/fashion_mnist.py --workdir=runs/fmnist \\
         --config.regularizer.weight=3 --config.train.num_steps=5000
+    python launch.py --mode=export --workdir=runs/fmnist
+    python launch.py --mode=benchmark --workdir=runs/fmnist --compare=runs/fmnist_dense
+    python launch.py --mode=scale --workdir=runs/scale
 """
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from sparse_flops import train
+from sparse_flops import benchmark, export, train
+from sparse_flops.config import load_workdir_config
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+config_flags.DEFINE_config_file(
+    "config",
+    None,
+    "Experiment config file (export and benchmark default to the workdir's).",
+    lock_config=True,
+)
 flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics, codes and reports.")
-flags.DEFINE_enum("mode", "train", ["train"], "What to run on the workdir.")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.DEFINE_enum(
+    "mode",
+    "train",
+    ["train", "export", "benchmark", "all", "scale"],
+    "train; export codes; benchmark exported codes; all = the three in turn; "
+    "scale = the synthetic 1M-item benchmark (writes its report to --workdir).",
+)
+flags.DEFINE_list("compare", [], "Other exported workdirs to benchmark beside --workdir.")
+flags.DEFINE_integer("scale_items", 1_000_000, "Database size of --mode=scale.")
+flags.DEFINE_integer("scale_queries", 1000, "Queries of --mode=scale.")
+flags.DEFINE_list("scale_nonzeros", ["8", "32", "64"], "Mean non-zeros of --mode=scale.")
+flags.mark_flag_as_required("workdir")
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if FLAGS.mode == "train":
-        train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    if FLAGS.mode == "scale":
+        benchmark.scale_benchmark(
+            FLAGS.workdir,
+            n=FLAGS.scale_items,
+            num_queries=FLAGS.scale_queries,
+            mean_nnz=[int(s) for s in FLAGS.scale_nonzeros],
+        )
+        return
+    if FLAGS.config is None and FLAGS.mode in ("train", "all"):
+        raise app.UsageError("--config is required to train")
+    config = FLAGS.config if FLAGS.config is not None else load_workdir_config(FLAGS.workdir)
+    if FLAGS.mode in ("train", "all"):
+        train.train_and_evaluate(config, FLAGS.workdir)
+    if FLAGS.mode in ("export", "all"):
+        export.export_workdir(config, FLAGS.workdir)
+    if FLAGS.mode in ("benchmark", "all"):
+        bc = config.benchmark
+        benchmark.benchmark_workdirs(
+            [FLAGS.workdir, *FLAGS.compare],
+            FLAGS.workdir,
+            k=bc.k,
+            ks=tuple(bc.ks),
+            num_queries=bc.num_queries,
+            repeats=bc.repeats,
+            threads=bc.threads or None,
+        )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from sparse_flops.losses import (
     ntxent_loss,
     triplet_semihard_loss,
 )
-from sparse_flops.metrics import cost_summary, evaluate_embeddings, ranking_metrics
+from sparse_flops.metrics import cost_summary, evaluate_embeddings, ranking_metrics, topk_metrics
 from sparse_flops.models import SparseHead, build_model, make_backbone, soft_threshold
 from sparse_flops.regularizers import (
     activation_probabilities,
@@ -39,6 +39,7 @@ __all__ = [
     "constant",
     "cosface_loss",
     "cost_summary",
+    "topk_metrics",
     "evaluate_embeddings",
     "flops",
     "l1",

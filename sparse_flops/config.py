@@ -75,7 +75,52 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.num_queries = 1000  # first N items of the eval split query the whole split; 0 = all
     c.eval.batch_size = 1000
     c.eval.ks = (1, 10)
+
+    c.export = ml_collections.ConfigDict()
+    c.export.database_split = "train"
+    c.export.query_split = "test"
+    c.export.instance_queries = 1000  # augmented views of held-out items; 0 = no instance regime
+    c.export.instance_augment = ml_collections.ConfigDict(
+        dict(shift=1, flip=False, contrast=0.2, noise=0.05)
+    )
+    c.export.jsonl = False  # also write <set>.jsonl for learned-sparse retrieval engines
+    c.export.jsonl_quantize = 0  # > 0: integer weights round(w * Q / max|w|)
+
+    c.benchmark = ml_collections.ConfigDict()
+    c.benchmark.k = 100
+    c.benchmark.ks = (1, 10, 100)
+    c.benchmark.num_queries = 1000
+    c.benchmark.repeats = 5
+    c.benchmark.threads = 0  # 0 = all
     return c
+
+
+def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
+    """The ``config.json`` a training run saved in ``workdir``, laid over :func:`base_config`."""
+    import json
+    import os
+
+    path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{path} is missing: train in that workdir first, or pass --config=..."
+        )
+    with open(path) as f:
+        saved = json.load(f)
+    c = base_config()
+    c.update_from_flattened_dict(_flatten(saved), strip_prefix="")
+    return c
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = tuple(v) if isinstance(v, list) else v
+    return out
 
 
 def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -90,4 +135,9 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.eval.num_queries = 64
     c.eval.batch_size = 128
     c.regularizer.warmup_steps = 6
+    c.export.instance_queries = 32
+    c.benchmark.num_queries = 64
+    c.benchmark.k = 10
+    c.benchmark.ks = (1, 10)
+    c.benchmark.repeats = 2
     return c

@@ -26,6 +26,17 @@ def atomic_write(path: str, write: Callable[[str], None]) -> None:
         raise
 
 
+def atomic_write_file(path: str, write: Callable[[object], None]) -> None:
+    """Like :func:`atomic_write`, handing ``write`` an open binary file object (numpy, scipy and
+    matplotlib append suffixes to bare paths, not to file objects)."""
+
+    def write_path(tmp):
+        with open(tmp, "wb") as f:
+            write(f)
+
+    atomic_write(path, write_path)
+
+
 def atomic_write_text(path: str, text: str) -> None:
     """Writes ``text`` to ``path`` atomically."""
 

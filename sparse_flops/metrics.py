@@ -151,3 +151,41 @@ def cost_summary(database, queries=None) -> dict[str, float]:
     out["sum_q_p"] = float(np.sum(q * p))
     out["expected_macs_per_query"] = n * out["sum_q_p"]
     return out
+
+
+def topk_metrics(
+    ids: np.ndarray,
+    query_labels: np.ndarray,
+    db_labels: np.ndarray,
+    *,
+    ks: Sequence[int] = (1, 10, 100),
+) -> dict[str, float]:
+    """Mean precision@k, recall@k and mAP@K of top-K result lists.
+
+    Args:
+      ids: ``(q, K)`` database rows ranked best first; ``-1`` = no result.
+      query_labels: ``(q,)``; db_labels: ``(n,)``. Queries must not be in the database (or the
+        caller has removed them from ``ids``).
+      ks: cut-offs, each at most ``K``.
+    Returns:
+      ``precision@k``, ``recall@k`` (over queries with a relevant item) and ``map@K``, where
+      ``AP@K = sum_{i <= K} P@i rel_i / min(R, K)`` with ``R`` relevant items.
+    """
+    nq, kmax = ids.shape
+    if any(k > kmax for k in ks):
+        raise ValueError(f"cut-offs {tuple(ks)} exceed the {kmax} results per query")
+    labels_of = np.where(ids >= 0, db_labels[np.maximum(ids, 0)], np.iinfo(np.int64).min)
+    rel = labels_of == np.asarray(query_labels)[:, None]
+    uniq, counts = np.unique(db_labels, return_counts=True)
+    lookup = dict(zip(uniq.tolist(), counts.tolist(), strict=True))
+    num_rel = np.array([lookup.get(int(y), 0) for y in query_labels], np.float64)
+    hits = np.cumsum(rel, axis=1)
+    has = num_rel > 0
+    out = {}
+    for k in ks:
+        out[f"precision@{k}"] = float(np.mean(hits[:, k - 1] / k)) if nq else 0.0
+        out[f"recall@{k}"] = float(np.mean(hits[has, k - 1] / num_rel[has])) if has.any() else 0.0
+    prec = hits / np.arange(1, kmax + 1)
+    ap = np.sum(prec * rel, axis=1)[has] / np.minimum(num_rel[has], kmax)
+    out[f"map@{kmax}"] = float(np.mean(ap)) if has.any() else 0.0
+    return out

@@ -1,5 +1,6 @@
 import glob
 import importlib
+import json
 import os
 import signal
 import subprocess
@@ -64,19 +65,40 @@ def test_missing_data_folder_names_the_fix(tmp_path):
 
 
 @pytest.mark.slow
-def test_fashion_mnist_smoke_from_launcher_on_idx_files(tmp_path):
+def test_fashion_mnist_smoke_train_export_benchmark_on_idx_files(tmp_path):
     folder = write_fake_fashion_mnist(str(tmp_path / "fm"), n_train=600, n_test=200)
+    work = tmp_path / "w"
     r = launch(
         "--config=experiments/fashion_mnist.py:smoke",
-        f"--workdir={tmp_path / 'w'}",
+        f"--workdir={work}",
+        "--mode=all",
         f"--config.data.dir={folder}",
         "--config.regularizer.weight=2",
+        "--config.export.jsonl=True",
+        "--config.export.jsonl_quantize=255",
     )
     assert r.returncode == 0, r.stderr[-3000:]
-    records = io_utils.read_jsonl(str(tmp_path / "w" / "metrics.jsonl"))
+    records = io_utils.read_jsonl(str(work / "metrics.jsonl"))
     final = [r for r in records if "eval/precision@1" in r][-1]
     assert final["step"] == 12
     assert "step 12/12" in r.stderr and "steps/s" in r.stderr and "ETA" in r.stderr
+    meta = json.load(open(work / "codes" / "metadata.json"))
+    assert meta["step"] == 12 and meta["kind"] == "sparse" and meta["dim"] == 256
+    assert meta["sets"]["database"]["n"] == 512 and meta["sets"]["queries"]["n"] == 200
+    assert meta["sets"]["instance_queries"]["n"] == 32
+    first = json.loads(open(work / "codes" / "database.jsonl").readline())
+    assert all(isinstance(v, int) for v in first["vector"].values())
+    report = json.load(open(work / "report.json"))
+    methods = {(row["regime"], row["method"]) for row in report["rows"]}
+    assert ("class", "sparse index (ours)") in methods
+    assert ("instance", "dense exact (BLAS)") in methods
+    assert (work / "tradeoff.png").exists() and "sparse index (ours)" in r.stdout
+
+    # a second stage on its own, with the config read back from the workdir
+    (work / "report.json").unlink()
+    r = launch(f"--workdir={work}", "--mode=benchmark")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (work / "report.json").exists()
 
 
 @pytest.mark.slow

@@ -1,0 +1,139 @@
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from sparse_flops import retrieval
+
+
+def random_codes(rng, n, d, density, signed):
+    m = sp.random(n, d, density=density, format="csr", dtype=np.float32, random_state=rng)
+    if signed:
+        m.data = m.data - 0.5
+        m.eliminate_zeros()
+    m = m.tolil()
+    if n > 3:
+        m[3] = 0  # an empty database row
+    return m.tocsr()
+
+
+def assert_same_results(a, b, atol=1e-5):
+    """Same scores everywhere; same ids wherever the score is not tied with a neighbour."""
+    (s1, i1), (s2, i2) = a, b
+    np.testing.assert_allclose(s1, s2, atol=atol)
+    for r in range(len(s1)):
+        for c in range(s1.shape[1]):
+            if not np.isfinite(s2[r, c]):
+                assert i1[r, c] == i2[r, c] == -1
+                continue
+            row = s2[r]
+            tied = np.sum(np.abs(row[np.isfinite(row)] - row[c]) <= atol) > 1
+            if not tied:
+                assert i1[r, c] == i2[r, c], (r, c)
+
+
+@pytest.mark.parametrize(
+    "n,d,density,signed,k",
+    [
+        (300, 40, 0.08, False, 10),
+        (300, 40, 0.08, True, 10),
+        (50, 12, 0.3, True, 80),  # k larger than the database
+        (2000, 64, 0.01, False, 5),  # sparse enough to use the touched-row path
+        (400, 16, 0.5, False, 20),  # dense enough to use the scan path
+        (1, 5, 1.0, False, 3),
+    ],
+)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_sparse_index_equals_dense_exact(n, d, density, signed, k, threads):
+    rng = np.random.default_rng(n + d + k)
+    db = random_codes(rng, n, d, density, signed)
+    q = random_codes(rng, 25, d, min(1.0, 2 * density), signed).tolil()
+    q[0] = 0  # an empty query
+    q = q.tocsr()
+    index = retrieval.SparseIndex(db)
+    got = index.search(q, k, num_threads=threads)
+    ref = retrieval.DenseIndex(db).search(q.toarray(), k)
+    assert got[0].shape == got[1].shape == (25, k)
+    assert_same_results(got, ref)
+    assert_same_results(retrieval.scipy_search(db, q, k), ref)
+    if k > n:
+        assert np.all(got[1][:, n:] == -1) and np.all(np.isneginf(got[0][:, n:]))
+
+
+def test_empty_query_on_signed_codes_ranks_untouched_rows_above_negative_scores():
+    db = sp.csr_matrix(np.array([[-1.0, 0], [0, 0], [0, 2.0], [0, 0]], np.float32))
+    q = sp.csr_matrix(np.array([[1.0, 0]], np.float32))
+    s, i = retrieval.SparseIndex(db).search(q, 4)
+    # rows 1, 2, 3 score 0 (untouched), row 0 scores -1
+    np.testing.assert_array_equal(i[0], [1, 2, 3, 0])
+    np.testing.assert_allclose(s[0], [0, 0, 0, -1])
+
+
+def test_threshold_keeps_only_scores_above_it():
+    rng = np.random.default_rng(0)
+    db = random_codes(rng, 200, 20, 0.2, False)
+    q = random_codes(rng, 10, 20, 0.3, False)
+    s, i = retrieval.SparseIndex(db).search(q, 30, threshold=0.25)
+    ds, di = retrieval.DenseIndex(db).search(q, 30, threshold=0.25)
+    assert_same_results((s, i), (ds, di))
+    finite = np.isfinite(s)
+    assert np.all(s[finite] > 0.25) and np.all(i[~finite] == -1)
+
+
+def test_measured_macs_is_sum_of_touched_posting_lengths():
+    rng = np.random.default_rng(1)
+    db = random_codes(rng, 500, 30, 0.1, False)
+    q = random_codes(rng, 12, 30, 0.2, False)
+    index = retrieval.SparseIndex(db)
+    index.search(q, 5)
+    lengths = np.asarray((db != 0).sum(axis=0)).ravel()
+    ref = [lengths[q[r].indices].sum() for r in range(q.shape[0])]
+    np.testing.assert_array_equal(index.last_postings, ref)
+    np.testing.assert_array_equal(retrieval.measured_macs(index, q), ref)
+
+
+def test_rerank_orders_candidates_by_dense_score():
+    rng = np.random.default_rng(2)
+    dense_db = rng.standard_normal((100, 8)).astype(np.float32)
+    dense_q = rng.standard_normal((5, 8)).astype(np.float32)
+    cand = np.stack([rng.choice(100, 20, replace=False) for _ in range(5)])
+    cand[0, 10:] = -1  # fewer candidates for the first query
+    s, i = retrieval.rerank(cand, dense_q, dense_db, 15)
+    for r in range(5):
+        valid = cand[r][cand[r] >= 0]
+        scores = dense_db[valid] @ dense_q[r]
+        order = valid[np.argsort(-scores, kind="stable")][:15]
+        np.testing.assert_array_equal(i[r, : len(order)], order)
+    assert np.all(i[0, 10:] == -1)
+
+
+def test_search_with_rerank_recovers_dense_top_k_with_enough_candidates():
+    rng = np.random.default_rng(3)
+    db = random_codes(rng, 300, 24, 0.3, False)
+    q = random_codes(rng, 8, 24, 0.3, False)
+    dense_db = db.toarray()
+    index = retrieval.SparseIndex(db)
+    s, i = retrieval.search_with_rerank(
+        index, q, 5, rerank_candidates=300, query_dense=q.toarray(), database_dense=dense_db
+    )
+    assert_same_results((s, i), retrieval.DenseIndex(db).search(q, 5))
+
+
+def test_bad_inputs_are_named():
+    index = retrieval.SparseIndex(sp.eye(5, format="csr", dtype=np.float32))
+    with pytest.raises(ValueError, match="dimension 5"):
+        index.search(np.zeros((2, 4)), 1)
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        index.search(np.zeros((2, 5)), 0)
+    with pytest.raises(ValueError, match="NaN"):
+        index.search(np.full((1, 5), np.nan), 1)
+    with pytest.raises(ValueError, match="NaN"):
+        retrieval.SparseIndex(np.full((2, 2), np.inf))
+    with pytest.raises(ValueError, match="dimension 5"):
+        retrieval.DenseIndex(np.eye(5)).search(np.zeros((1, 3)), 1)
+
+
+def test_topk_dense_breaks_ties_by_smallest_id():
+    scores = np.array([[1.0, 2.0, 2.0, 2.0, 0.0]], np.float32)
+    s, i = retrieval.topk_dense(scores, 2)
+    np.testing.assert_array_equal(i, [[1, 2]])
+    np.testing.assert_array_equal(s, [[2.0, 2.0]])
