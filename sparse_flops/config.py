@@ -48,6 +48,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.regularizer.query_weight = -1.0  # >= 0: query-side weight of two-view losses; -1: same
     c.regularizer.schedule = "quadratic"  # quadratic | constant
     c.regularizer.warmup_steps = 1000
+    # True: the original code's estimate, the mean of per-device penalties of the local batches
+    # (biased upward for FLOPs); False: the penalty of the global batch.
+    c.regularizer.per_device = False
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "adam"  # adam | adamw | sgd
@@ -70,6 +73,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.max_checkpoints = 3
     c.train.async_checkpointing = True
     c.train.compute_dtype = "float32"  # float32 | bfloat16
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1  # devices on the data axis; -1 = all
+    c.mesh.param_sharding = "replicated"  # replicated | fsdp
 
     c.eval = ml_collections.ConfigDict()
     c.eval.num_queries = 1000  # first N items of the eval split query the whole split; 0 = all

@@ -51,7 +51,8 @@ class MLP(nn.Module):
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         x = x.reshape(x.shape[0], -1).astype(self.dtype)
         for width in self.hidden:
-            x = nn.Dense(width, dtype=self.dtype)(x)
+            # No bias before BatchNorm: it would be cancelled by the normalisation.
+            x = nn.Dense(width, use_bias=False, dtype=self.dtype)(x)
             x = nn.BatchNorm(use_running_average=not train, dtype=self.dtype)(x)
             x = nn.relu(x)
             if self.dropout:
@@ -74,7 +75,7 @@ class SmallConvNet(nn.Module):
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         x = x.astype(self.dtype)
         for i, c in enumerate(self.channels):
-            x = nn.Conv(c, (3, 3), dtype=self.dtype)(x)
+            x = nn.Conv(c, (3, 3), use_bias=False, dtype=self.dtype)(x)
             x = nn.BatchNorm(use_running_average=not train, dtype=self.dtype)(x)
             x = nn.relu(x)
             if i < len(self.channels) - 1:
@@ -103,7 +104,7 @@ class CifarConvNet(nn.Module):
         def block(x, first_kernel, widths):
             for i, w in enumerate(widths):
                 k = first_kernel if i == 0 else 1
-                x = nn.Conv(w, (k, k), dtype=self.dtype)(x)
+                x = nn.Conv(w, (k, k), use_bias=False, dtype=self.dtype)(x)
                 x = nn.BatchNorm(use_running_average=not train, dtype=self.dtype)(x)
                 x = nn.relu(x)
             return x
@@ -217,7 +218,7 @@ class SparseHead(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        x = nn.Dense(self.dim, dtype=self.dtype)(x)
+        x = nn.Dense(self.dim, use_bias=not self.batch_norm, dtype=self.dtype)(x)
         if self.batch_norm:
             x = nn.BatchNorm(use_running_average=not train, dtype=self.dtype)(x)
         # Codes and their normalisation stay in float32 whatever the compute dtype.

@@ -7,11 +7,13 @@ fixed dependencies (model, optimiser, loss and penalty settings) are keyword-onl
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import flax
@@ -21,7 +23,16 @@ import numpy as np
 import optax
 from absl import logging
 
-from sparse_flops import checkpoint, data, io_utils, losses, metrics, models, regularizers
+from sparse_flops import (
+    checkpoint,
+    data,
+    io_utils,
+    losses,
+    metrics,
+    models,
+    regularizers,
+    sharding,
+)
 
 Pytree = Any
 
@@ -88,7 +99,7 @@ def make_optimizer(opt_config, num_steps: int) -> optax.GradientTransformation:
     return tx
 
 
-def create_train_state(model, tx, sample_input: np.ndarray, seed: int) -> TrainState:
+def create_train_state(model, tx, sample_input: np.ndarray, *, seed: int) -> TrainState:
     """Initialises parameters from ``seed`` for inputs shaped like ``sample_input`` ``(b, ...)``."""
     key = jax.random.key(seed)
     init_key, train_key = jax.random.split(key)
@@ -120,43 +131,50 @@ def _forward(params, batch_stats, x, key, *, model):
     return z, cosine, updates.get("batch_stats", batch_stats)
 
 
-def train_step(
+def loss_and_grads(
+    params: Pytree,
     state: TrainState,
     batch: tuple[jax.Array, jax.Array],
     *,
     model,
-    tx: optax.GradientTransformation,
     loss_name: str,
     loss_kwargs: dict,
     penalty_name: str,
+    penalty_shards: int,
     weight_fn,
     query_weight_scale: float,
     augment_kwargs: dict,
-) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimisation step; pure.
+):
+    """Total loss, its parts and its gradient with respect to ``params``; pure.
 
     Args:
-      state: the train state.
-      batch: ``(inputs (B, ...), labels (B,))``.
+      params: the parameters to differentiate.
+      state: the train state (batch statistics, step, rng).
+      batch: ``(inputs (B, ...), labels (B,))``, the global batch.
       model: an :class:`~sparse_flops.models.EmbeddingModel`.
-      tx: the optimiser.
       loss_name: one of :data:`sparse_flops.losses.LOSSES`.
       loss_kwargs: the loss's hyper-parameters (scale, margin, temperature).
       penalty_name: ``flops``, ``l1`` or ``none``.
+      penalty_shards: 1 = penalty of the global batch; ``n`` = the original code's estimate, the
+        mean of the penalties of ``n`` equal slices of the batch (one per device).
       weight_fn: ``step -> weight`` of the penalty on the database side.
       query_weight_scale: query-side weight over database-side weight (two-view losses).
       augment_kwargs: keyword arguments of :func:`sparse_flops.data.augment`.
     Returns:
-      the new state and a dict of scalar metrics.
+      ``((loss, (task loss, penalty, weight, embeddings, new batch stats)), grads)``.
     """
     x, labels = batch
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     k_aug_a, k_aug_b, k_drop = jax.random.split(key, 3)
     weight = weight_fn(state.step)
-    two_view = loss_name == "ntxent"
+
+    def pen_of(z):
+        if penalty_shards > 1:
+            return regularizers.per_device_penalty(penalty_name, z, penalty_shards)
+        return regularizers.penalty(penalty_name, z)
 
     def loss_fn(params):
-        if two_view:
+        if loss_name == "ntxent":
             views = jnp.concatenate(
                 [
                     data.augment(k_aug_a, x, **augment_kwargs),
@@ -166,10 +184,9 @@ def train_step(
             z, _, new_stats = _forward(params, state.batch_stats, views, k_drop, model=model)
             z_query, z_db = jnp.split(z, 2)
             task = losses.ntxent_loss(z_query, z_db, **loss_kwargs)
-            weighted = weight * regularizers.two_sided_penalty(
-                penalty_name, z_query, z_db, query_weight=query_weight_scale, database_weight=1.0
-            )
-            pen = regularizers.penalty(penalty_name, z)  # both views, for the log
+            p_query, p_db = pen_of(z_query), pen_of(z_db)
+            weighted = weight * (query_weight_scale * p_query + p_db)
+            pen = 0.5 * (p_query + p_db)
         else:
             z, cosine, new_stats = _forward(
                 params,
@@ -182,12 +199,24 @@ def train_step(
                 task = losses.triplet_semihard_loss(z, labels, **loss_kwargs)
             else:
                 task = losses.classifier_loss(loss_name, cosine, labels, **loss_kwargs)
-            pen = regularizers.penalty(penalty_name, z)
+            pen = pen_of(z)
             weighted = weight * pen
-        return task + weighted, (task, pen, z, new_stats)
+        return task + weighted, (task, pen, weight, z, new_stats)
 
-    (loss, (task, pen, z, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params
+    return jax.value_and_grad(loss_fn, has_aux=True)(params)
+
+
+def train_step(
+    state: TrainState,
+    batch: tuple[jax.Array, jax.Array],
+    *,
+    tx: optax.GradientTransformation,
+    **loss_config,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimisation step; pure. ``loss_config`` are the keyword arguments of
+    :func:`loss_and_grads`. Returns the new state and a dict of scalar metrics."""
+    (loss, (task, pen, weight, z, new_stats)), grads = loss_and_grads(
+        state.params, state, batch, **loss_config
     )
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -227,7 +256,7 @@ def embed_split(embed_fn, state: TrainState, split: data.ArraySplit, batch_size:
         n = len(x)
         if n < batch_size:
             x = np.concatenate([x, np.zeros((batch_size - n,) + x.shape[1:], x.dtype)])
-        out.append(np.asarray(embed_fn(state, x))[:n])
+        out.append(sharding.to_host(embed_fn(state, x))[:n])
     return np.concatenate(out).astype(np.float32)
 
 
@@ -287,11 +316,27 @@ def _loss_kwargs(loss_config) -> dict:
     return {"temperature": loss_config.temperature}
 
 
-def build(config, splits: dict[str, data.ArraySplit]):
-    """Model, optimiser and the jitted step and embedding functions of ``config``.
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """Everything fixed for a run: model, optimiser, mesh, shardings and jitted functions."""
 
-    Returns ``(model, tx, train_step_fn, embed_fn)``.
-    """
+    model: models.EmbeddingModel
+    tx: optax.GradientTransformation
+    mesh: jax.sharding.Mesh
+    state_sharding: Pytree
+    batch_sharding: jax.sharding.NamedSharding
+    loss_config: dict
+    init_fn: Callable[[np.ndarray], TrainState]
+    step_fn: Callable
+    embed_fn: Callable
+
+    def put_batch(self, batch) -> tuple[jax.Array, jax.Array]:
+        """This process's slice of a batch as a global sharded array pair."""
+        return tuple(sharding.global_array(b, self.batch_sharding) for b in batch)
+
+
+def build(config, splits: dict[str, data.ArraySplit]) -> Setup:
+    """Model, optimiser, device mesh and the jitted init, step and embedding functions."""
     _check_config(config)
     num_classes = data.num_classes(splits) if config.loss.name in losses.CLASSIFIER_LOSSES else 0
     dtype = jnp.bfloat16 if config.train.compute_dtype == "bfloat16" else jnp.float32
@@ -307,27 +352,52 @@ def build(config, splits: dict[str, data.ArraySplit]):
             raise ValueError(
                 "a query-side weight needs a positive database-side config.regularizer.weight"
             )
+    mesh = sharding.make_mesh(config.mesh)
+    sharding.check_batch(config.train.batch_size, mesh)
+    sample = splits[config.data.train_split].inputs[:1]
+    init = functools.partial(create_train_state, model, tx, seed=config.seed)
+    state_sh = sharding.state_shardings(
+        jax.eval_shape(init, sample), mesh, config.mesh.param_sharding
+    )
+    batch_sh = sharding.batch_sharding(mesh)
+    repl = sharding.replicated(mesh)
+    loss_config = dict(
+        model=model,
+        loss_name=config.loss.name,
+        loss_kwargs=_loss_kwargs(config.loss),
+        penalty_name=reg.name,
+        penalty_shards=mesh.shape[sharding.DATA] if reg.per_device else 1,
+        weight_fn=weight_fn,
+        query_weight_scale=query_scale,
+        augment_kwargs=dict(config.augment),
+    )
     step_fn = jax.jit(
-        functools.partial(
-            train_step,
-            model=model,
-            tx=tx,
-            loss_name=config.loss.name,
-            loss_kwargs=_loss_kwargs(config.loss),
-            penalty_name=reg.name,
-            weight_fn=weight_fn,
-            query_weight_scale=query_scale,
-            augment_kwargs=dict(config.augment),
-        ),
+        functools.partial(train_step, tx=tx, **loss_config),
+        in_shardings=(state_sh, (batch_sh, batch_sh)),
+        out_shardings=(state_sh, repl),
         donate_argnums=0,
     )
-    embed_fn = jax.jit(functools.partial(embed_step, model=model))
-    return model, tx, step_fn, embed_fn
+    embed_fn = jax.jit(
+        functools.partial(embed_step, model=model),
+        in_shardings=(state_sh, repl),
+        out_shardings=repl,
+    )
+    return Setup(
+        model=model,
+        tx=tx,
+        mesh=mesh,
+        state_sharding=state_sh,
+        batch_sharding=batch_sh,
+        loss_config=loss_config,
+        init_fn=jax.jit(init, out_shardings=state_sh),
+        step_fn=step_fn,
+        embed_fn=embed_fn,
+    )
 
 
 def _fetch_checked(pending: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
     """Fetches pending step metrics to the host; stops at the first non-finite loss."""
-    fetched = jax.device_get(pending)
+    fetched = [(step, {k: sharding.to_host(v) for k, v in m.items()}) for step, m in pending]
     for step, m in fetched:
         bad = [k for k in ("loss", "task_loss", "penalty") if not math.isfinite(float(m[k]))]
         if bad:
@@ -368,10 +438,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     os.makedirs(workdir, exist_ok=True)
     splits = data.load_splits(config.data)
     train_split, eval_split = splits[config.data.train_split], splits[config.data.eval_split]
-    model, tx, step_fn, embed_fn = build(config, splits)
+    setup = build(config, splits)
     tc = config.train
-    state = create_train_state(model, tx, train_split.inputs[:1], config.seed)
-    write_config(config, workdir)
+    state = setup.init_fn(train_split.inputs[:1])
+    if jax.process_index() == 0:
+        write_config(config, workdir)
 
     manager = checkpoint.make_manager(
         workdir, max_to_keep=tc.max_checkpoints, async_save=tc.async_checkpointing
@@ -384,7 +455,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
             "workdir %s already holds step %d of %d: nothing to train", workdir, start, tc.num_steps
         )
         checkpoint.close(manager)
-        return evaluate(embed_fn, state, eval_split, config.eval)
+        return evaluate(setup.embed_fn, state, eval_split, config.eval)
     if resumed:
         logging.info("resuming from step %d", start)
         # Records past the checkpoint come from the killed run and will be written again.
@@ -402,7 +473,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     t_log, s_log = time.perf_counter(), start
     try:
         for step in range(start, tc.num_steps):
-            state, m = step_fn(state, batcher.batch(step))
+            state, m = setup.step_fn(state, setup.put_batch(batcher.batch(step)))
             pending.append((step + 1, m))
             done = step + 1
             last = done == tc.num_steps
@@ -433,7 +504,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
                     (tc.num_steps - done) / max(rate, 1e-9),
                 )
             if done % tc.eval_every == 0 or last:
-                last_eval = evaluate(embed_fn, state, eval_split, config.eval)
+                last_eval = evaluate(setup.embed_fn, state, eval_split, config.eval)
                 io_utils.append_jsonl(
                     metrics_path, {"step": done, **{f"eval/{k}": v for k, v in last_eval.items()}}
                 )
@@ -453,11 +524,11 @@ def load_trained_state(config, workdir: str, splits=None):
     """``(state, embed_fn, splits)`` of the latest checkpoint in ``workdir``, for export and
     notebooks."""
     splits = splits if splits is not None else data.load_splits(config.data)
-    model, tx, _, embed_fn = build(config, splits)
-    state = create_train_state(model, tx, splits[config.data.train_split].inputs[:1], config.seed)
+    setup = build(config, splits)
+    state = setup.init_fn(splits[config.data.train_split].inputs[:1])
     manager = checkpoint.make_manager(workdir, async_save=False)
     try:
         state = checkpoint.restore(manager, state)
     finally:
         checkpoint.close(manager)
-    return state, embed_fn, splits
+    return state, setup.embed_fn, splits
