@@ -6,12 +6,16 @@
     python launch.py --mode=export --workdir=runs/fmnist
     python launch.py --mode=benchmark --workdir=runs/fmnist --compare=runs/fmnist_dense
     python launch.py --mode=scale --workdir=runs/scale
+
+Multi-host (one command per host; process 0's address first):
+    python launch.py --config=... --workdir=SHARED_DIR --coordinator_address=host0:1234 \
+        --num_processes=2 --process_id=0
 """
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from sparse_flops import benchmark, export, train
+from sparse_flops import benchmark, export, sharding, train
 from sparse_flops.config import load_workdir_config
 
 FLAGS = flags.FLAGS
@@ -33,12 +37,25 @@ flags.DEFINE_list("compare", [], "Other exported workdirs to benchmark beside --
 flags.DEFINE_integer("scale_items", 1_000_000, "Database size of --mode=scale.")
 flags.DEFINE_integer("scale_queries", 1000, "Queries of --mode=scale.")
 flags.DEFINE_list("scale_nonzeros", ["8", "32", "64"], "Mean non-zeros of --mode=scale.")
+flags.DEFINE_bool(
+    "distributed",
+    False,
+    "Start JAX's multi-host runtime; the cluster is "
+    "detected unless the three flags below are given.",
+)
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
+flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
+flags.DEFINE_integer("process_id", None, "This process's index (multi-host).")
 flags.mark_flag_as_required("workdir")
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if FLAGS.distributed or FLAGS.coordinator_address:
+        sharding.initialize_distributed(
+            FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
+        )
     if FLAGS.mode == "scale":
         benchmark.scale_benchmark(
             FLAGS.workdir,

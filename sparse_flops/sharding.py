@@ -104,6 +104,8 @@ def initialize_distributed(
             "multi-host launch needs --coordinator_address, --num_processes and --process_id "
             "together (or none of them, to let JAX detect the cluster)"
         )
+    # CPU hosts (tests, CPU clusters) need a collectives backend; accelerators ignore it.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(
         coordinator_address=coordinator_address,
         num_processes=num_processes,

@@ -456,13 +456,15 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
         )
         checkpoint.close(manager)
         return evaluate(setup.embed_fn, state, eval_split, config.eval)
+    chief = jax.process_index() == 0  # the one process that writes logs to the workdir
     if resumed:
         logging.info("resuming from step %d", start)
+    if chief and resumed:
         # Records past the checkpoint come from the killed run and will be written again.
         io_utils.write_jsonl(
             metrics_path, [r for r in io_utils.read_jsonl(metrics_path) if r["step"] <= start]
         )
-    elif os.path.exists(metrics_path):
+    elif chief and os.path.exists(metrics_path):
         os.remove(metrics_path)
 
     batcher = data.Batcher(
@@ -489,7 +491,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
                     "steps_per_sec": rate,
                     **{f"train/{k}": v for k, v in m_last.items()},
                 }
-                io_utils.append_jsonl(metrics_path, record)
+                if chief:
+                    io_utils.append_jsonl(metrics_path, record)
                 logging.info(
                     "step %d/%d loss %.4f task %.4f penalty %.4g (w %.3g) nnz %.1f | %.2f steps/s,"
                     " ETA %.0fs",
@@ -505,9 +508,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
                 )
             if done % tc.eval_every == 0 or last:
                 last_eval = evaluate(setup.embed_fn, state, eval_split, config.eval)
-                io_utils.append_jsonl(
-                    metrics_path, {"step": done, **{f"eval/{k}": v for k, v in last_eval.items()}}
-                )
+                if chief:
+                    io_utils.append_jsonl(
+                        metrics_path,
+                        {"step": done, **{f"eval/{k}": v for k, v in last_eval.items()}},
+                    )
                 logging.info(
                     "eval at step %d: %s",
                     done,

@@ -145,3 +145,71 @@ def test_sigkill_midway_then_relaunch_finishes_like_an_uninterrupted_run(tmp_pat
     assert int(a.step) == int(b.step) == 1500
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_hosts_train_resume_and_match_one_host(tmp_path):
+    """Two processes with 2 CPU devices each (a 2-host run on loopback) against one process
+    with 4 devices: same global batch, same result; then the 2-host run resumes."""
+    common = ["--config=experiments/synthetic.py:smoke", "--config.optimizer.lr_schedule=constant"]
+    env2 = dict(ENV, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+
+    def two_hosts(workdir, *extra):
+        port = free_port()
+        procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "launch.py",
+                    *common,
+                    *extra,
+                    f"--workdir={workdir}",
+                    f"--coordinator_address=127.0.0.1:{port}",
+                    "--num_processes=2",
+                    f"--process_id={i}",
+                ],
+                cwd=ROOT,
+                env=env2,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(2)
+        ]
+        outs = [p.communicate(timeout=300) for p in procs]
+        for p, (_, err) in zip(procs, outs, strict=True):
+            assert p.returncode == 0, err[-3000:]
+        return outs
+
+    two_hosts(tmp_path / "multi", "--config.train.num_steps=6")
+    outs = two_hosts(tmp_path / "multi")
+    assert "resuming from step 6" in outs[0][1]
+    r = launch(
+        *common, f"--workdir={tmp_path / 'single'}", "--config.mesh.data=4"
+    )  # the suite's 4 fake devices
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    from experiments import synthetic
+
+    c = synthetic.get_config("smoke")
+    c.optimizer.lr_schedule = "constant"
+    a, _, _ = train.load_trained_state(c, str(tmp_path / "multi"))
+    b, _, _ = train.load_trained_state(c, str(tmp_path / "single"))
+    assert int(a.step) == int(b.step) == 12
+    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
+        np.testing.assert_allclose(
+            np.asarray(x),
+            np.asarray(y),
+            rtol=1e-4,
+            atol=1e-4 * float(np.max(np.abs(np.asarray(y)))),
+        )
+    records = io_utils.read_jsonl(str(tmp_path / "multi" / "metrics.jsonl"))
+    assert [r["step"] for r in records if "train/loss" in r] == [4, 6, 8, 12]

@@ -59,8 +59,9 @@ class Batcher:
         return self._perm[start : start + self.local]
 
     def batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(inputs, labels)`` of step ``step``."""
-        idx = np.sort(self.indices(step))
+        """``(inputs, labels)`` of step ``step``, in permutation order, so the global batch (and
+        the augmentation each example gets) is the same whatever the number of hosts."""
+        idx = self.indices(step)
         return self.split.inputs[idx], self.split.labels[idx]
 
 
