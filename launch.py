@@ -15,7 +15,7 @@ Multi-host (one command per host; process 0's address first):
 from absl import app, flags
 from ml_collections import config_flags
 
-from sparse_flops import benchmark, export, sharding, train
+from sparse_flops import benchmark, export, sharding, throughput, train
 from sparse_flops.config import load_workdir_config
 
 FLAGS = flags.FLAGS
@@ -62,6 +62,16 @@ def main(argv):
             n=FLAGS.scale_items,
             num_queries=FLAGS.scale_queries,
             mean_nnz=[int(s) for s in FLAGS.scale_nonzeros],
+        )
+        return
+    if FLAGS.mode == "throughput":
+        throughput.run(
+            FLAGS.workdir,
+            FLAGS.throughput_backbones,
+            batch_size=FLAGS.throughput_batch,
+            steps=FLAGS.throughput_steps,
+            compute_dtype=FLAGS.throughput_dtype,
+            peak_tflops=FLAGS.peak_tflops,
         )
         return
     if FLAGS.config is None and FLAGS.mode in ("train", "all"):
