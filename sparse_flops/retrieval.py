@@ -5,9 +5,10 @@ rows sorted by descending score, ties broken by ascending id; slots past the ava
 hold score ``-inf`` and id ``-1``.
 
 :class:`SparseIndex` accumulates scores term at a time over the posting lists of a query's
-non-zero dimensions and keeps the top k in a bounded heap, never sorting the database. For a
-query touching few rows it tracks the touched rows; for one touching many it scans the
-accumulator instead (cheaper than a branch per posting). Rows a query does not touch score 0,
+non-zero dimensions and keeps the top k in a bounded heap, never sorting the database. It works on
+blocks of rows whose accumulator stays in cache while all the query's terms add their postings;
+in a block the query touches sparsely it tracks the touched rows, in one it touches densely it
+scans the accumulator (cheaper than a branch per posting). Rows a query does not touch score 0,
 which still ranks above negative scores of signed codes; the search accounts for that.
 """
 
@@ -22,7 +23,7 @@ from numba import prange
 _SCAN_FRACTION = 0.125
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(cache=True, nogil=True)
 def _worse(s1, i1, s2, i2):
     """Whether (s1, i1) ranks below (s2, i2): lower score, or equal score and larger id."""
     return s1 < s2 or (s1 == s2 and i1 > i2)
@@ -68,13 +69,33 @@ def _heap_push(hs, hi, size, k, s, i):
 
 
 @numba.njit(cache=True, nogil=True)
+def _block_pointers(post_ptr, post_rows, n, block):
+    """``(d, nb + 1)`` offsets: postings of dimension j in row block b are
+    ``[ptr[j, b], ptr[j, b + 1])`` (posting lists are sorted by row)."""
+    d = post_ptr.shape[0] - 1
+    nb = (n + block - 1) // block
+    ptr = np.empty((d, nb + 1), np.int64)
+    for j in range(d):
+        p = post_ptr[j]
+        end = post_ptr[j + 1]
+        for b in range(nb + 1):
+            limit = b * block
+            while p < end and post_rows[p] < limit:
+                p += 1
+            ptr[j, b] = p
+        ptr[j, nb] = end
+    return ptr
+
+
+@numba.njit(cache=True, nogil=True)
 def _search_one(
     q_idx,
     q_val,
-    post_ptr,
+    block_ptr,
     post_rows,
     post_vals,
     n,
+    block,
     k,
     threshold,
     acc,
@@ -85,50 +106,61 @@ def _search_one(
     out_s,
     out_i,
 ):
-    postings = 0
-    for t in range(q_idx.shape[0]):
-        j = q_idx[t]
-        postings += post_ptr[j + 1] - post_ptr[j]
+    """Top-k of one query, one row block at a time: the block's accumulator stays in cache
+    while every query term adds its postings for that block."""
+    nb = block_ptr.shape[1] - 1
     size = 0
-    if postings > _SCAN_FRACTION * n:
+    total = 0
+    zeros_count = threshold < 0.0  # untouched rows score 0, which passes a negative threshold
+    for b in range(nb):
+        r0 = b * block
+        blen = min(block, n - r0)
+        postings = 0
         for t in range(q_idx.shape[0]):
             j = q_idx[t]
-            w = q_val[t]
-            for p in range(post_ptr[j], post_ptr[j + 1]):
-                acc[post_rows[p]] += w * post_vals[p]
-        for r in range(n):
-            s = acc[r]
-            if s > threshold:
-                size = _heap_push(hs, hi, size, k, s, r)
-            acc[r] = 0.0
-    else:
+            postings += block_ptr[j, b + 1] - block_ptr[j, b]
+        total += postings
+        if postings > _SCAN_FRACTION * blen:
+            for t in range(q_idx.shape[0]):
+                j = q_idx[t]
+                w = q_val[t]
+                for p in range(block_ptr[j, b], block_ptr[j, b + 1]):
+                    acc[post_rows[p] - r0] += w * post_vals[p]
+            # Rows come in ascending id order here, so an equal score never displaces the
+            # root; the cheap test inline keeps the heap call off the per-row path.
+            for i in range(blen):
+                s = acc[i]
+                acc[i] = 0.0
+                if s > threshold and (size < k or s > hs[0]):
+                    size = _heap_push(hs, hi, size, k, s, r0 + i)
+            continue
         nt = 0
         for t in range(q_idx.shape[0]):
             j = q_idx[t]
             w = q_val[t]
-            for p in range(post_ptr[j], post_ptr[j + 1]):
-                r = post_rows[p]
-                if mark[r] == 0:
-                    mark[r] = 1
-                    touched[nt] = r
+            for p in range(block_ptr[j, b], block_ptr[j, b + 1]):
+                i = post_rows[p] - r0
+                if mark[i] == 0:
+                    mark[i] = 1
+                    touched[nt] = i
                     nt += 1
-                acc[r] += w * post_vals[p]
+                acc[i] += w * post_vals[p]
         for t in range(nt):
-            r = touched[t]
-            s = acc[r]
-            if s > threshold:
-                size = _heap_push(hs, hi, size, k, s, r)
-        if threshold < 0.0:
-            # Untouched rows score 0: they outrank negative scores and tie with zeros.
-            for r in range(n):
-                if size == k and (hs[0] > 0.0 or (hs[0] == 0.0 and r > hi[0])):
+            i = touched[t]
+            s = acc[i]
+            if s > threshold and (size < k or s > hs[0] or (s == hs[0] and r0 + i < hi[0])):
+                size = _heap_push(hs, hi, size, k, s, r0 + i)
+        if zeros_count:
+            # Untouched rows of the block, in id order, while a zero can still enter the heap.
+            for i in range(blen):
+                if size == k and (hs[0] > 0.0 or (hs[0] == 0.0 and r0 + i > hi[0])):
                     break
-                if mark[r] == 0:
-                    size = _heap_push(hs, hi, size, k, np.float32(0.0), r)
+                if mark[i] == 0:
+                    size = _heap_push(hs, hi, size, k, np.float32(0.0), r0 + i)
         for t in range(nt):
-            r = touched[t]
-            acc[r] = 0.0
-            mark[r] = 0
+            i = touched[t]
+            acc[i] = 0.0
+            mark[i] = 0
     # Order the kept items by descending score, then ascending id (two stable sorts).
     by_id = np.argsort(hi[:size], kind="mergesort")
     s_by_id = hs[:size][by_id]
@@ -137,7 +169,7 @@ def _search_one(
         j = by_id[by_score[pos]]
         out_s[pos] = hs[j]
         out_i[pos] = hi[j]
-    return postings
+    return total
 
 
 @numba.njit(cache=True, parallel=True)
@@ -145,10 +177,11 @@ def _search_batch(
     q_ptr,
     q_idx,
     q_val,
-    post_ptr,
+    block_ptr,
     post_rows,
     post_vals,
     n,
+    block,
     k,
     threshold,
     n_chunks,
@@ -158,9 +191,9 @@ def _search_batch(
 ):
     nq = q_ptr.shape[0] - 1
     for c in prange(n_chunks):
-        acc = np.zeros(n, np.float32)
-        mark = np.zeros(n, np.uint8)
-        touched = np.empty(n, np.int64)
+        acc = np.zeros(block, np.float32)
+        mark = np.zeros(block, np.uint8)
+        touched = np.empty(block, np.int64)
         hs = np.empty(k, np.float32)
         hi = np.empty(k, np.int64)
         for q in range(c * nq // n_chunks, (c + 1) * nq // n_chunks):
@@ -168,10 +201,11 @@ def _search_batch(
             out_postings[q] = _search_one(
                 q_idx[lo:hi_],
                 q_val[lo:hi_],
-                post_ptr,
+                block_ptr,
                 post_rows,
                 post_vals,
                 n,
+                block,
                 k,
                 threshold,
                 acc,
@@ -206,9 +240,13 @@ class SparseIndex:
 
     Args:
       database: scipy sparse or dense ``(n, d)``; converted to float32 posting lists.
+      block_size: rows per block of the search (the accumulator of one block should fit in the
+        core's L2 cache: 65,536 rows are 256 KiB of float32).
     """
 
-    def __init__(self, database):
+    def __init__(self, database, block_size: int = 65536):
+        if block_size <= 0:
+            raise ValueError(f"block_size must be positive, got {block_size}")
         db = sp.csr_matrix(database, dtype=np.float32)
         if db.nnz and not np.all(np.isfinite(db.data)):
             raise ValueError("database codes contain NaN or infinite values")
@@ -219,6 +257,8 @@ class SparseIndex:
         self.post_ptr = csc.indptr.astype(np.int64)
         self.post_rows = csc.indices.astype(np.int32)
         self.post_vals = csc.data.astype(np.float32)
+        self.block_size = int(min(block_size, max(1, self.n)))
+        self.block_ptr = _block_pointers(self.post_ptr, self.post_rows, self.n, self.block_size)
         self.last_postings: np.ndarray | None = None
 
     @property
@@ -227,7 +267,12 @@ class SparseIndex:
 
     @property
     def nbytes(self) -> int:
-        return self.post_ptr.nbytes + self.post_rows.nbytes + self.post_vals.nbytes
+        return (
+            self.post_ptr.nbytes
+            + self.post_rows.nbytes
+            + self.post_vals.nbytes
+            + self.block_ptr.nbytes
+        )
 
     def search(
         self, queries, k: int, *, threshold: float | None = None, num_threads: int | None = None
@@ -261,10 +306,11 @@ class SparseIndex:
                     q.indptr.astype(np.int64),
                     q.indices.astype(np.int64),
                     q.data,
-                    self.post_ptr,
+                    self.block_ptr,
                     self.post_rows,
                     self.post_vals,
                     self.n,
+                    self.block_size,
                     kk,
                     np.float32(-np.inf if threshold is None else threshold),
                     chunks,

@@ -43,13 +43,14 @@ def assert_same_results(a, b, atol=1e-5):
     ],
 )
 @pytest.mark.parametrize("threads", [1, 2])
-def test_sparse_index_equals_dense_exact(n, d, density, signed, k, threads):
+@pytest.mark.parametrize("block_size", [65536, 7])  # one block; many blocks, last one partial
+def test_sparse_index_equals_dense_exact(n, d, density, signed, k, threads, block_size):
     rng = np.random.default_rng(n + d + k)
     db = random_codes(rng, n, d, density, signed)
     q = random_codes(rng, 25, d, min(1.0, 2 * density), signed).tolil()
     q[0] = 0  # an empty query
     q = q.tocsr()
-    index = retrieval.SparseIndex(db)
+    index = retrieval.SparseIndex(db, block_size=block_size)
     got = index.search(q, k, num_threads=threads)
     ref = retrieval.DenseIndex(db).search(q.toarray(), k)
     assert got[0].shape == got[1].shape == (25, k)
@@ -59,10 +60,11 @@ def test_sparse_index_equals_dense_exact(n, d, density, signed, k, threads):
         assert np.all(got[1][:, n:] == -1) and np.all(np.isneginf(got[0][:, n:]))
 
 
-def test_empty_query_on_signed_codes_ranks_untouched_rows_above_negative_scores():
+@pytest.mark.parametrize("block_size", [1, 2, 3, 4])
+def test_empty_query_on_signed_codes_ranks_untouched_rows_above_negative_scores(block_size):
     db = sp.csr_matrix(np.array([[-1.0, 0], [0, 0], [0, 2.0], [0, 0]], np.float32))
     q = sp.csr_matrix(np.array([[1.0, 0]], np.float32))
-    s, i = retrieval.SparseIndex(db).search(q, 4)
+    s, i = retrieval.SparseIndex(db, block_size=block_size).search(q, 4)
     # rows 1, 2, 3 score 0 (untouched), row 0 scores -1
     np.testing.assert_array_equal(i[0], [1, 2, 3, 0])
     np.testing.assert_allclose(s[0], [0, 0, 0, -1])
@@ -72,7 +74,7 @@ def test_threshold_keeps_only_scores_above_it():
     rng = np.random.default_rng(0)
     db = random_codes(rng, 200, 20, 0.2, False)
     q = random_codes(rng, 10, 20, 0.3, False)
-    s, i = retrieval.SparseIndex(db).search(q, 30, threshold=0.25)
+    s, i = retrieval.SparseIndex(db, block_size=16).search(q, 30, threshold=0.25)
     ds, di = retrieval.DenseIndex(db).search(q, 30, threshold=0.25)
     assert_same_results((s, i), (ds, di))
     finite = np.isfinite(s)
@@ -83,7 +85,7 @@ def test_measured_macs_is_sum_of_touched_posting_lengths():
     rng = np.random.default_rng(1)
     db = random_codes(rng, 500, 30, 0.1, False)
     q = random_codes(rng, 12, 30, 0.2, False)
-    index = retrieval.SparseIndex(db)
+    index = retrieval.SparseIndex(db, block_size=64)
     index.search(q, 5)
     lengths = np.asarray((db != 0).sum(axis=0)).ravel()
     ref = [lengths[q[r].indices].sum() for r in range(q.shape[0])]
@@ -128,6 +130,8 @@ def test_bad_inputs_are_named():
         index.search(np.full((1, 5), np.nan), 1)
     with pytest.raises(ValueError, match="NaN"):
         retrieval.SparseIndex(np.full((2, 2), np.inf))
+    with pytest.raises(ValueError, match="block_size"):
+        retrieval.SparseIndex(np.eye(2), block_size=0)
     with pytest.raises(ValueError, match="dimension 5"):
         retrieval.DenseIndex(np.eye(5)).search(np.zeros((1, 3)), 1)
 

@@ -9,7 +9,8 @@ from sparse_flops import throughput
 def test_measure_reports_step_time_and_flops():
     row = throughput.measure("mlp", "flops", batch_size=16, steps=2, warmup=1, dim=64)
     assert row["step_ms"] > 0 and row["examples_per_s"] == pytest.approx(
-        16 / (row["step_ms"] / 1e3))
+        16 / (row["step_ms"] / 1e3)
+    )
     assert row["devices"] >= 1
     if row["step_flops"]:
         assert row["achieved_tflops"] > 0
