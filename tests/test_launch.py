@@ -94,11 +94,13 @@ def test_fashion_mnist_smoke_train_export_benchmark_on_idx_files(tmp_path):
     assert ("instance", "dense exact (BLAS)") in methods
     assert (work / "tradeoff.png").exists() and "sparse index (ours)" in r.stdout
 
-    # a second stage on its own, with the config read back from the workdir
+    # each stage on its own, with the config read back from the workdir
     (work / "report.json").unlink()
-    r = launch(f"--workdir={work}", "--mode=benchmark")
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert (work / "report.json").exists()
+    (work / "codes" / "metadata.json").unlink()
+    for mode in ("export", "benchmark"):
+        r = launch(f"--workdir={work}", f"--mode={mode}")
+        assert r.returncode == 0, r.stderr[-3000:]
+    assert (work / "codes" / "metadata.json").exists() and (work / "report.json").exists()
 
 
 @pytest.mark.slow
