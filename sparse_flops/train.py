@@ -518,6 +518,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
                     done,
                     ", ".join(f"{k}={v:.4g}" for k, v in last_eval.items()),
                 )
+                t_log = time.perf_counter()  # steps/s measures training, not evaluation
             if done % tc.checkpoint_every == 0 or last:
                 checkpoint.save(manager, done, state, force=last)
     finally:
