@@ -118,8 +118,9 @@ def test_fashion_mnist_on_four_devices_matches_one(tmp_path):
     computes what the 1-device run computes. One step agrees to float32 rounding (tests above);
     over a run, Adam turns rounding on near-zero gradients (parameters that BatchNorm nearly
     cancels) into small parameter differences, so the run is compared by what it computes."""
-    from experiments import fashion_mnist
     from helpers import write_fake_fashion_mnist
+
+    from experiments import fashion_mnist
 
     folder = write_fake_fashion_mnist(str(tmp_path / "fm"), n_train=600, n_test=200)
     results, codes = {}, {}
