@@ -433,50 +433,70 @@ def write_report(report: dict, out_dir: str) -> None:
     print(md)
 
 
+_MARKERS = {
+    "dense exact (BLAS)": "s",
+    "sparse index (ours)": "o",
+    "scipy Q@D.T + argpartition": "x",
+}
+
+
+def _accuracy_key(rows: list[dict], regime: str) -> str:
+    """precision@1 for class retrieval; the deepest recall@k for instance retrieval."""
+    if regime == "class":
+        return "precision@1"
+    recalls = sorted(int(k.split("@")[1]) for k in rows[0] if k.startswith("recall@"))
+    return f"recall@{recalls[-1]}"
+
+
 def plot_tradeoff(report: dict, path: str) -> None:
-    """Accuracy (or multiply-adds, for the scale report) against ms/query, one point per row."""
+    """Accuracy against ms/query (one panel per regime), or, for the scale report, multiply-adds
+    against ms/query per activation profile. Written atomically as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
     rows = report["rows"]
     if report["kind"] == "scale":
+        fig, ax = plt.subplots(figsize=(7, 4.5))
         for profile in sorted({r["profile"] for r in rows}):
             sel = [r for r in rows if r["profile"] == profile]
+            macs = [r["macs_per_query"] for r in sel]
+            ax.plot([r["ms_per_query_1t"] for r in sel], macs, "o-", label=f"ours, {profile}")
             ax.plot(
-                [r["ms_per_query_1t"] for r in sel],
-                [r["macs_per_query"] for r in sel],
-                "o-",
-                label=f"ours, {profile}",
+                [r["ms_per_query_scipy_1t"] for r in sel], macs, "x--", label=f"scipy, {profile}"
             )
-            ax.plot(
-                [r["ms_per_query_scipy_1t"] for r in sel],
-                [r["macs_per_query"] for r in sel],
-                "x--",
-                label=f"scipy, {profile}",
-            )
-        ax.set_ylabel("multiply-adds per query")
+        ax.set_xscale("log")
         ax.set_yscale("log")
-    else:
-        for regime, marker in (("class", "o"), ("instance", "s")):
-            for r in (r for r in rows if r["regime"] == regime):
-                acc = r.get("precision@1")
-                ax.scatter(r["ms_per_query_1t"], acc, marker=marker)
-                ax.annotate(
-                    f"{r['codes']} / {r['method'].split(' ')[0]} ({regime})",
-                    (r["ms_per_query_1t"], acc),
-                    fontsize=7,
-                    xytext=(3, 3),
-                    textcoords="offset points",
-                )
-        ax.set_ylabel("precision@1")
-    ax.set_xscale("log")
-    ax.set_xlabel("ms per query (one thread, log scale)")
-    ax.grid(True, which="both", alpha=0.3)
-    if report["kind"] == "scale":
+        ax.set_ylabel("multiply-adds per query")
+        ax.set_xlabel("ms per query (one thread, log scale)")
+        ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
+        axes = [ax]
+    else:
+        regimes = [g for g in ("class", "instance") if any(r["regime"] == g for r in rows)]
+        fig, axes = plt.subplots(1, len(regimes), figsize=(6 * len(regimes), 4.5), squeeze=False)
+        axes = list(axes[0])
+        codes = sorted({r["codes"] for r in rows})
+        colors = {c: f"C{i}" for i, c in enumerate(codes)}
+        for ax, regime in zip(axes, regimes, strict=True):
+            sel = [r for r in rows if r["regime"] == regime]
+            key = _accuracy_key(sel, regime)
+            for r in sel:
+                ax.scatter(
+                    r["ms_per_query_1t"],
+                    r[key],
+                    color=colors[r["codes"]],
+                    marker=_MARKERS.get(r["method"], "^"),
+                    s=50,
+                    label=f"{r['codes']}: {r['method']}",
+                )
+            ax.set_xscale("log")
+            ax.set_xlabel("ms per query (one thread, log scale)")
+            ax.set_ylabel(key)
+            ax.set_title(f"{regime} retrieval")
+            ax.grid(True, which="both", alpha=0.3)
+        axes[-1].legend(fontsize=7, loc="best")
     fig.tight_layout()
     io_utils.atomic_write_file(path, lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig)
