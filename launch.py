@@ -29,14 +29,26 @@ flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics, codes and
 flags.DEFINE_enum(
     "mode",
     "train",
-    ["train", "export", "benchmark", "all", "scale"],
-    "train; export codes; benchmark exported codes; all = the three in turn; "
-    "scale = the synthetic 1M-item benchmark (writes its report to --workdir).",
+    ["train", "export", "benchmark", "all", "scale", "throughput"],
+    "train; export codes; benchmark exported codes; all = the three in turn; scale = the "
+    "synthetic 1M-item retrieval benchmark; throughput = training examples/s per backbone "
+    "(both write their reports to --workdir).",
 )
 flags.DEFINE_list("compare", [], "Other exported workdirs to benchmark beside --workdir.")
 flags.DEFINE_integer("scale_items", 1_000_000, "Database size of --mode=scale.")
 flags.DEFINE_integer("scale_queries", 1000, "Queries of --mode=scale.")
 flags.DEFINE_list("scale_nonzeros", ["8", "32", "64"], "Mean non-zeros of --mode=scale.")
+flags.DEFINE_list(
+    "throughput_backbones",
+    ["small_convnet", "cifar_convnet", "resnet18"],
+    "Backbones of --mode=throughput.",
+)
+flags.DEFINE_integer("throughput_batch", 256, "Global batch size of --mode=throughput.")
+flags.DEFINE_integer("throughput_steps", 20, "Timed steps per measurement of --mode=throughput.")
+flags.DEFINE_enum(
+    "throughput_dtype", "float32", ["float32", "bfloat16"], "Compute dtype of --mode=throughput."
+)
+flags.DEFINE_float("peak_tflops", None, "The device's peak TFLOP/s, to report the fraction.")
 flags.DEFINE_bool(
     "distributed",
     False,

@@ -43,6 +43,27 @@ def test_every_experiment_config_loads_full_and_smoke(path):
         module.get_config("huge")
 
 
+def test_scale_and_throughput_modes_write_reports(tmp_path):
+    r = launch(
+        "--mode=scale",
+        f"--workdir={tmp_path / 'scale'}",
+        "--scale_items=3000",
+        "--scale_queries=20",
+        "--scale_nonzeros=4",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / "scale" / "report.md").exists()
+    r = launch(
+        "--mode=throughput",
+        f"--workdir={tmp_path / 'tp'}",
+        "--throughput_backbones=mlp",
+        "--throughput_batch=8",
+        "--throughput_steps=1",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "examples_per_s" in (tmp_path / "tp" / "throughput.md").read_text()
+
+
 def test_unknown_config_key_fails_clearly(tmp_path):
     r = launch(
         "--config=experiments/synthetic.py:smoke",
