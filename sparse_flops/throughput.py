@@ -122,19 +122,21 @@ def run(
     *,
     batch_size: int = 256,
     steps: int = 20,
-    penalties: Sequence[str] = PENALTIES,
+    penalties: tuple[str, ...] = PENALTIES,
     compute_dtype: str = "float32",
     peak_tflops: float | None = None,
     rounds: int = 3,
 ) -> dict:
-    """Measures every (backbone, penalty); the penalties alternate over ``rounds`` rounds so a
-    drift of the machine's speed hits them alike, and each row keeps the median over rounds.
+    """Measures every (backbone, penalty); the penalties alternate over ``rounds`` rounds, in a
+    rotated order, so a drift of the machine's speed or a first-run effect hits them alike, and
+    each row keeps the median over rounds.
     Writes ``throughput.json`` and ``throughput.md`` to ``out_dir``."""
     rows = []
     for backbone in backbones:
         per_penalty: dict[str, list[dict]] = {p: [] for p in penalties}
-        for _ in range(rounds):
-            for p in penalties:
+        for r in range(rounds):
+            # Rotate the order each round so that no penalty is always measured first.
+            for p in penalties[r % len(penalties) :] + penalties[: r % len(penalties)]:
                 per_penalty[p].append(
                     measure(
                         backbone,
