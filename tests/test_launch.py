@@ -29,11 +29,15 @@ def launch(*args, timeout=300):
     )
 
 
-@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "experiments", "*.py"))))
-def test_every_experiment_config_loads_full_and_smoke(path):
-    name = os.path.splitext(os.path.basename(path))[0]
-    if name == "__init__":
-        pytest.skip("package marker")
+EXPERIMENTS = sorted(
+    os.path.splitext(os.path.basename(p))[0]
+    for p in glob.glob(os.path.join(ROOT, "experiments", "*.py"))
+    if not p.endswith("__init__.py")
+)
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_config_loads_full_and_smoke(name):
     module = importlib.import_module(f"experiments.{name}")
     assert "launch.py --config=experiments/" in module.__doc__
     for arg in (None, "smoke"):
