@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine: finds Python >= 3.12, makes .venv, installs the package with its test
-# extras, and installs Debian's Fashion-MNIST package when it is missing and we are root.
+# and training extras, and installs Debian's Fashion-MNIST package when it is missing and we are root.
 #   bash scripts/bootstrap.sh            # idempotent; re-running only checks
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +29,7 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys; sys.exit(sys.
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[test]"
+.venv/bin/python -m pip install -q -e ".[train,test]"
 
 FMNIST=/usr/share/datasets/fashion-mnist
 if [ ! -f "$FMNIST/train-images-idx3-ubyte.gz" ]; then

@@ -1,62 +1,62 @@
 """sparse_flops: learning sparse embeddings with minimal retrieval FLOPs (Paria et al., 2020).
 
-The pure functions a notebook needs are importable from here; see each module for the rest.
+The pure functions a notebook needs are importable from here. They load on first use: importing
+the package (or its retrieval side, :mod:`sparse_flops.codes`, :mod:`sparse_flops.retrieval`,
+:mod:`sparse_flops.metrics`, :mod:`sparse_flops.bench`) does not import JAX; the penalties,
+losses and models import it when first touched.
 """
 
-from sparse_flops.losses import (
-    arcface_loss,
-    cosface_loss,
-    l2_normalize,
-    norm_softmax_loss,
-    ntxent_loss,
-    triplet_semihard_loss,
-)
-from sparse_flops.metrics import cost_summary, evaluate_embeddings, ranking_metrics, topk_metrics
-from sparse_flops.models import SparseHead, build_model, make_backbone, soft_threshold
-from sparse_flops.regularizers import (
-    activation_probabilities,
-    constant,
-    flops,
-    l1,
-    mean_nonzeros,
-    nonzero_fraction,
-    penalty,
-    quadratic_warmup,
-    sparsity_stats,
-    suboptimality_ratio,
-    two_sided_penalty,
-    unbiased_flops,
-    weight_schedule,
-)
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "SparseHead",
-    "activation_probabilities",
-    "arcface_loss",
-    "build_model",
-    "constant",
-    "cosface_loss",
-    "cost_summary",
-    "topk_metrics",
-    "evaluate_embeddings",
-    "flops",
-    "l1",
-    "l2_normalize",
-    "make_backbone",
-    "mean_nonzeros",
-    "nonzero_fraction",
-    "norm_softmax_loss",
-    "ntxent_loss",
-    "penalty",
-    "quadratic_warmup",
-    "ranking_metrics",
-    "soft_threshold",
-    "sparsity_stats",
-    "suboptimality_ratio",
-    "triplet_semihard_loss",
-    "two_sided_penalty",
-    "unbiased_flops",
-    "weight_schedule",
-]
+# name -> module that defines it
+_EXPORTS = {
+    "arcface_loss": "losses",
+    "cosface_loss": "losses",
+    "l2_normalize": "losses",
+    "norm_softmax_loss": "losses",
+    "ntxent_loss": "losses",
+    "triplet_semihard_loss": "losses",
+    "make_objective": "losses",
+    "activation_probabilities": "metrics",
+    "code_statistics": "metrics",
+    "cost_summary": "metrics",
+    "evaluate_embeddings": "metrics",
+    "ranking_metrics": "metrics",
+    "topk_metrics": "metrics",
+    "SparseHead": "models",
+    "build_model": "models",
+    "make_backbone": "models",
+    "soft_threshold": "models",
+    "constant": "regularizers",
+    "flops": "regularizers",
+    "l1": "regularizers",
+    "make_penalty": "regularizers",
+    "quadratic_warmup": "regularizers",
+    "sparsity_stats": "regularizers",
+    "two_sided_penalty": "regularizers",
+    "unbiased_flops": "regularizers",
+    "weight_schedule": "regularizers",
+    "SparseIndex": "retrieval",
+    "DenseIndex": "retrieval",
+    "CodeSet": "codes",
+    "load_codes": "codes",
+    "save_codes": "codes",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"sparse_flops.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'sparse_flops' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

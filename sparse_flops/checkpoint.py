@@ -45,10 +45,6 @@ def save(manager, step: int, state, *, force: bool = False) -> bool:
     return manager.save(step, args=ocp.args.StandardSave(state), force=force)
 
 
-def latest_step(manager) -> int | None:
-    return manager.latest_step()
-
-
 def restore(manager, target, step: int | None = None):
     """Restores step ``step`` (default: latest) into the structure, shapes, dtypes and shardings
     of ``target`` (a pytree of arrays or ``jax.ShapeDtypeStruct``)."""
@@ -79,11 +75,6 @@ def restore_or_keep(manager, state):
     if manager.latest_step() is None:
         return state, False
     return restore(manager, state), True
-
-
-def wait(manager) -> None:
-    """Blocks until pending asynchronous saves are written."""
-    manager.wait_until_finished()
 
 
 def close(manager) -> None:

@@ -87,19 +87,106 @@ def base_config() -> ml_collections.ConfigDict:
     c.export.database_split = "train"
     c.export.query_split = "test"
     c.export.instance_queries = 1000  # augmented views of held-out items; 0 = no instance regime
+    # One seed for the views whatever the model's seed, so every model sees the same queries.
+    c.export.instance_seed = 1
     c.export.instance_augment = ml_collections.ConfigDict(
         dict(shift=1, flip=False, contrast=0.2, noise=0.05)
     )
     c.export.jsonl = False  # also write <set>.jsonl for learned-sparse retrieval engines
     c.export.jsonl_quantize = 0  # > 0: integer weights round(w * Q / max|w|)
 
+    # --mode=benchmark: which methods, and the parameters each sweeps (sparse_flops.bench.tradeoff)
     c.benchmark = ml_collections.ConfigDict()
     c.benchmark.k = 100
     c.benchmark.ks = (1, 10, 100)
     c.benchmark.num_queries = 1000
     c.benchmark.repeats = 5
     c.benchmark.threads = 0  # 0 = all
+    c.benchmark.methods = ("sparse", "scipy", "dense", "faiss", "pca", "lsh", "pq", "ivfpq")
+    c.benchmark.methods += ("two_stage",)
+    c.benchmark.sparse_thresholds = ()  # extra sparse-index rows with a score threshold
+    c.benchmark.pca_dims = (16, 32, 64)  # PCA of the baseline dense export to k dimensions
+    c.benchmark.lsh_bits = (64, 256, 1024)  # sign random projections
+    c.benchmark.lsh_rerank = 0  # > 0: re-rank that many Hamming candidates exactly
+    c.benchmark.pq_m = (8, 16, 32)  # faiss IndexPQ sub-quantisers
+    c.benchmark.pq_bits = 8
+    c.benchmark.ivf_nlist = 256  # faiss IndexIVFPQ cells (capped at database size / 39)
+    c.benchmark.ivf_m = 16
+    c.benchmark.ivf_nprobe = (4, 16)
+    c.benchmark.two_stage_candidates = (100, 1000)  # K sparse candidates re-ranked densely
+    c.benchmark.two_stage_threshold = -1.0  # >= 0: sparse score threshold (the paper: 0.25)
+    c.benchmark.rerank_workdir = ""  # dense export of the re-ranker; "" = largest dense one
+    c.benchmark.baseline_workdir = ""  # dense export PCA/LSH/PQ use; "" = largest dense one
     return c
+
+
+def as_tuple(value, cast=str) -> tuple:
+    """A tuple setting as given in a file or on the command line: ``("a", "b")``, ``[3, 4]``,
+    ``"a"``, ``3``, or comma-separated strings such as ``"a,b"`` or ``("a,b",)`` (what a flag
+    override of a tuple gives); each item passed through ``cast``."""
+    if isinstance(value, str | int | float):
+        value = (value,)
+    items = []
+    for v in value:
+        if isinstance(v, str):
+            items += [x.strip().strip("'\"") for x in v.strip("()[]").split(",") if x.strip()]
+        else:
+            items.append(v)
+    return tuple(cast(v) for v in items)
+
+
+def _positive(section, keys: tuple[str, ...], where: str) -> None:
+    for key in keys:
+        if section[key] <= 0:
+            raise ValueError(f"config.{where}.{key} must be positive, got {section[key]}")
+
+
+def _one_of(value, choices, key: str) -> None:
+    if value not in choices:
+        raise ValueError(f"config.{key}={value!r}; choose one of {tuple(choices)}")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Checks every setting of a training config before any work starts; raises ``ValueError``
+    naming the key, the bad value and what is allowed.
+
+    The registries (losses, penalties, schedules, backbones, activations, optimisers) are the
+    JAX side's: they are imported here, not at module import, so the retrieval side reads configs
+    without JAX.
+    """
+    from sparse_flops import data, losses, models, optim, regularizers, sharding
+
+    _one_of(config.data.source, data.SOURCES, "data.source")
+    _one_of(config.loss.name, losses.LOSSES, "loss.name")
+    reg = config.regularizer
+    _one_of(reg.name, regularizers.PENALTIES, "regularizer.name")
+    _one_of(reg.schedule, regularizers.SCHEDULES, "regularizer.schedule")
+    if reg.weight < 0:
+        raise ValueError(f"config.regularizer.weight must be >= 0, got {reg.weight}")
+    if reg.query_weight >= 0 and config.loss.name not in losses.TWO_VIEW_LOSSES:
+        raise ValueError(
+            "config.regularizer.query_weight applies only to losses with a query side and a "
+            f"database side {losses.TWO_VIEW_LOSSES}, not {config.loss.name!r}; leave it at -1"
+        )
+    if reg.query_weight > 0 and reg.weight == 0:
+        raise ValueError(
+            "a query-side weight needs a positive database-side config.regularizer.weight"
+        )
+    _one_of(config.model.backbone, models.BACKBONES, "model.backbone")
+    _one_of(config.model.activation, models.ACTIVATIONS, "model.activation")
+    _positive(config.model, ("dim",), "model")
+    _one_of(config.optimizer.name, optim.OPTIMIZERS, "optimizer.name")
+    _one_of(config.optimizer.lr_schedule, optim.LR_SCHEDULES, "optimizer.lr_schedule")
+    _positive(config.optimizer, ("learning_rate",), "optimizer")
+    _positive(
+        config.train,
+        ("num_steps", "batch_size", "log_every", "eval_every", "checkpoint_every"),
+        "train",
+    )
+    _one_of(config.train.compute_dtype, ("float32", "bfloat16"), "train.compute_dtype")
+    _one_of(config.mesh.param_sharding, sharding.PARAM_SHARDINGS, "mesh.param_sharding")
+    _positive(config.eval, ("batch_size",), "eval")
+    _positive(config.benchmark, ("k", "repeats"), "benchmark")
 
 
 def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
@@ -147,4 +234,11 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.benchmark.k = 10
     c.benchmark.ks = (1, 10)
     c.benchmark.repeats = 2
+    c.benchmark.pca_dims = (8,)
+    c.benchmark.lsh_bits = (64,)
+    c.benchmark.pq_m = (8,)
+    c.benchmark.ivf_nlist = 8
+    c.benchmark.ivf_m = 8
+    c.benchmark.ivf_nprobe = (2,)
+    c.benchmark.two_stage_candidates = (20,)
     return c

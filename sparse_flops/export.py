@@ -1,212 +1,28 @@
-"""Embeddings of a trained workdir to files: scipy CSR (sparse codes) or dense arrays, with labels
-and ``metadata.json``; a JSON-lines form for learned-sparse retrieval engines; a validating loader.
+"""A trained workdir's splits embedded and handed to :mod:`sparse_flops.codes` (the JAX side).
 
-Layout of ``<workdir>/codes/``::
+    python launch.py --mode=export --workdir=runs/fmnist
 
-    metadata.json                 config, step, dimension, kind, per-set statistics
-    <set>.npz                     scipy.sparse.save_npz CSR (kind 'sparse') or
-    <set>.npy                     float32 (n, d) array (kind 'dense')
-    <set>_labels.npy              int64 (n,) labels
-
-Sets: ``database`` (the database split), ``queries`` (the held-out query split, class retrieval),
-and ``instance_queries`` (augmented views of held-out items, instance retrieval against the
-database followed by the held-out items; see :func:`instance_regime`).
-Exact zeros stay zeros and signed codes keep their negative entries (the original code dropped
-them). Every file is written to a temporary name and renamed.
+Writes ``<workdir>/codes/``: the database split, the query split (class retrieval) and, with
+``config.export.instance_queries > 0``, augmented views of held-out items (instance retrieval).
+Sparse models give scipy CSR codes, dense models (``model.activation = none``) ``.npy`` arrays.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import zipfile
-from dataclasses import dataclass
 
 import jax
 import numpy as np
-import scipy.sparse as sp
 
-from sparse_flops import data, io_utils, metrics, train
+from sparse_flops import codes, data, evaluation, train
 
-SETS = ("database", "queries", "instance_queries")
-CODES_DIR = "codes"
-FORMAT_VERSION = 1
+CODES_DIR = codes.CODES_DIR
 
 
-class CodesError(ValueError):
-    """A codes folder or file is missing, corrupt, or inconsistent."""
-
-
-@dataclass
-class CodeSet:
-    """One exported set: ``codes`` (CSR or dense ``(n, d)``) and ``labels`` ``(n,)``."""
-
-    codes: sp.csr_matrix | np.ndarray
-    labels: np.ndarray
-
-    @property
-    def is_sparse(self) -> bool:
-        return sp.issparse(self.codes)
-
-    def dense(self) -> np.ndarray:
-        return self.codes.toarray() if self.is_sparse else np.asarray(self.codes)
-
-
-def to_csr(z: np.ndarray) -> sp.csr_matrix:
-    """CSR float32 of ``z`` ``(n, d)`` keeping every non-zero (negative ones included)."""
-    m = sp.csr_matrix(np.asarray(z, np.float32))
-    m.eliminate_zeros()
-    m.sort_indices()
-    return m
-
-
-def _set_stats(codes) -> dict:
-    stats = metrics.cost_summary(codes)
-    p = metrics.activation_probabilities(codes)
-    out = {
-        "n": int(codes.shape[0]),
-        "mean_nonzeros": stats["mean_nonzeros"],
-        "nonzero_fraction": stats["nonzero_fraction"],
-        "sum_p_squared": stats["sum_p_squared"],
-        "r_sub": stats["r_sub"],
-        "p_summary": {
-            "max": float(p.max()),
-            "mean": float(p.mean()),
-            "median": float(np.median(p)),
-            "dead_dimensions": int(np.sum(p == 0)),
-        },
-    }
-    if sp.issparse(codes):
-        out["negative_fraction"] = float(np.mean(codes.data < 0)) if codes.nnz else 0.0
-        out["empty_rows"] = int(np.sum(np.diff(codes.indptr) == 0))
-    return out
-
-
-def save_set(folder: str, name: str, codes, labels: np.ndarray) -> None:
-    """Writes one set atomically (CSR via ``save_npz`` or dense ``.npy``) and its labels."""
-    labels = np.asarray(labels, np.int64)
-    if codes.shape[0] != len(labels):
-        raise CodesError(f"{name}: {codes.shape[0]} codes but {len(labels)} labels")
-    if sp.issparse(codes):
-        csr = sp.csr_matrix(codes, dtype=np.float32)
-        io_utils.atomic_write_file(
-            os.path.join(folder, f"{name}.npz"), lambda f: sp.save_npz(f, csr)
-        )
-    else:
-        arr = np.asarray(codes, np.float32)
-        io_utils.atomic_write_file(os.path.join(folder, f"{name}.npy"), lambda f: np.save(f, arr))
-    io_utils.atomic_write_file(
-        os.path.join(folder, f"{name}_labels.npy"), lambda f: np.save(f, labels)
-    )
-
-
-def save_codes(folder: str, sets: dict[str, CodeSet], metadata: dict) -> None:
-    """Writes ``sets`` and ``metadata.json`` (with per-set statistics added) to ``folder``."""
-    os.makedirs(folder, exist_ok=True)
-    dims = {s.codes.shape[1] for s in sets.values()}
-    if len(dims) != 1:
-        raise CodesError(f"sets have different dimensions {sorted(dims)}")
-    kinds = {s.is_sparse for s in sets.values()}
-    if len(kinds) != 1:
-        raise CodesError("mixing sparse and dense sets in one codes folder")
-    meta = dict(metadata)
-    meta.update(
-        format_version=FORMAT_VERSION,
-        dim=dims.pop(),
-        kind="sparse" if kinds.pop() else "dense",
-        sets={name: _set_stats(s.codes) for name, s in sets.items()},
-    )
-    for name, s in sets.items():
-        save_set(folder, name, s.codes, s.labels)
-    # metadata last: a folder with metadata.json is complete.
-    io_utils.atomic_write_text(os.path.join(folder, "metadata.json"), json.dumps(meta, indent=2))
-
-
-def load_metadata(folder: str) -> dict:
-    path = os.path.join(folder, "metadata.json")
-    if not os.path.isfile(path):
-        raise CodesError(
-            f"{path} is missing: {folder} holds no complete export; run "
-            "`python launch.py --mode=export --config=... --workdir=...` first"
-        )
-    try:
-        with open(path) as f:
-            meta = json.load(f)
-    except json.JSONDecodeError as e:
-        raise CodesError(f"{path} is not valid JSON ({e}); export again") from e
-    for key in ("dim", "kind", "sets"):
-        if key not in meta:
-            raise CodesError(f"{path} lacks '{key}'; export again")
-    return meta
-
-
-def load_set(folder: str, name: str, meta: dict | None = None) -> CodeSet:
-    """Loads and validates one set: shape, dtype, finite values, labels matching the rows."""
-    meta = meta if meta is not None else load_metadata(folder)
-    if name not in meta["sets"]:
-        raise CodesError(f"{folder} has no set {name!r}; it has {sorted(meta['sets'])}")
-    sparse = meta["kind"] == "sparse"
-    path = os.path.join(folder, f"{name}.npz" if sparse else f"{name}.npy")
-    label_path = os.path.join(folder, f"{name}_labels.npy")
-    for p in (path, label_path):
-        if not os.path.isfile(p):
-            raise CodesError(f"{p} is missing; export again")
-    try:
-        codes = sp.load_npz(path).tocsr() if sparse else np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as e:
-        raise CodesError(f"{path} is corrupt or not a {meta['kind']} code file ({e})") from e
-    try:
-        labels = np.load(label_path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
-        raise CodesError(f"{label_path} is corrupt ({e})") from e
-    values = codes.data if sparse else codes
-    expected = meta["sets"][name]["n"]
-    if codes.ndim != 2 or codes.shape[1] != meta["dim"]:
-        raise CodesError(f"{path} has shape {codes.shape}; metadata says (n, {meta['dim']})")
-    if codes.shape[0] != expected:
-        raise CodesError(f"{path} has {codes.shape[0]} rows; metadata says {expected}")
-    if values.dtype != np.float32:
-        raise CodesError(f"{path} has dtype {values.dtype}, expected float32")
-    if not np.all(np.isfinite(values)):
-        raise CodesError(f"{path} contains NaN or infinite values")
-    if labels.ndim != 1 or len(labels) != codes.shape[0]:
-        raise CodesError(
-            f"{label_path} holds {labels.shape} labels for {codes.shape[0]} rows of {path}"
-        )
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise CodesError(f"{label_path} has dtype {labels.dtype}, expected integers")
-    if sparse:
-        codes.sort_indices()
-    return CodeSet(codes, labels.astype(np.int64))
-
-
-def load_codes(folder: str, names=None) -> tuple[dict, dict[str, CodeSet]]:
-    """``(metadata, {name: CodeSet})`` for ``names`` (default: every set in the metadata)."""
-    meta = load_metadata(folder)
-    names = list(meta["sets"]) if names is None else names
-    return meta, {n: load_set(folder, n, meta) for n in names}
-
-
-def instance_regime(
-    database: CodeSet, heldout: CodeSet, instance_queries: CodeSet
-) -> tuple[CodeSet, CodeSet]:
-    """Instance retrieval: the database followed by the held-out items, each row labelled by its
-    own row number; the queries labelled by the row of their source item. Exactly one relevant
-    item per query, all the others distractors."""
-    n = database.codes.shape[0]
-    stack = sp.vstack if database.is_sparse else np.vstack
-    codes = stack([database.codes, heldout.codes])
-    if database.is_sparse:
-        codes = codes.tocsr()
-    db = CodeSet(codes, np.arange(codes.shape[0], dtype=np.int64))
-    return db, CodeSet(instance_queries.codes, n + instance_queries.labels)
-
-
-# ---------------------------------------------------------------------------------------------
-# From a trained workdir.
-
-
-def _augment_split(split: data.ArraySplit, n: int, augment_kwargs: dict, seed: int):
+def augment_split(split: data.ArraySplit, n: int, augment_kwargs: dict, seed: int):
+    """Seeded augmented views of the first ``n`` items of ``split``, each labelled by the row of
+    its source item; in chunks so the augmentation never holds more than 1000 images at once."""
     x = split.inputs[:n]
     out = []
     key = jax.random.key(seed)
@@ -223,24 +39,28 @@ def export_workdir(config, workdir: str) -> dict:
     state, embed_fn, splits = train.load_trained_state(config, workdir)
     for key in ("database_split", "query_split"):
         if ec[key] not in splits:
-            raise CodesError(f"config.export.{key}={ec[key]!r} is not a split: {sorted(splits)}")
+            raise codes.CodesError(
+                f"config.export.{key}={ec[key]!r} is not a split: {sorted(splits)}"
+            )
     sparse = config.model.activation != "none"
+    if ec.jsonl and not sparse:
+        raise codes.CodesError("config.export.jsonl needs sparse codes (model.activation != none)")
     bs = config.eval.batch_size
 
     def embed(split):
-        z = train.embed_split(embed_fn, state, split, bs)
-        return to_csr(z) if sparse else z
+        z = evaluation.embed_split(embed_fn, state, split, bs)
+        return codes.to_csr(z) if sparse else z
 
     db_split, q_split = splits[ec.database_split], splits[ec.query_split]
     sets = {
-        "database": CodeSet(embed(db_split), db_split.labels),
-        "queries": CodeSet(embed(q_split), q_split.labels),
+        "database": codes.CodeSet(embed(db_split), db_split.labels),
+        "queries": codes.CodeSet(embed(q_split), q_split.labels),
     }
     if ec.instance_queries > 0:
-        views = _augment_split(
-            q_split, ec.instance_queries, dict(ec.instance_augment), config.seed + 1
+        views = augment_split(
+            q_split, ec.instance_queries, dict(ec.instance_augment), ec.instance_seed
         )
-        sets["instance_queries"] = CodeSet(embed(views), views.labels)
+        sets["instance_queries"] = codes.CodeSet(embed(views), views.labels)
     meta = {
         "workdir": os.path.abspath(workdir),
         "step": int(state.step),
@@ -248,83 +68,15 @@ def export_workdir(config, workdir: str) -> dict:
         "query_split": ec.query_split,
         "activation": config.model.activation,
         "regularizer": config.regularizer.name,
+        "instance_seed": ec.instance_seed,
+        "instance_augment": dict(ec.instance_augment),
         "config": json.loads(config.to_json_best_effort()),
     }
     folder = os.path.join(workdir, CODES_DIR)
-    save_codes(folder, sets, meta)
+    codes.save_codes(folder, sets, meta)
     if ec.jsonl:
-        if not sparse:
-            raise CodesError("config.export.jsonl needs sparse codes (model.activation != none)")
         for name, s in sets.items():
-            to_jsonl(
+            codes.to_jsonl(
                 os.path.join(folder, f"{name}.jsonl"), s.codes, quantize=ec.jsonl_quantize or None
             )
-    return load_metadata(folder)
-
-
-# ---------------------------------------------------------------------------------------------
-# JSON lines for learned-sparse retrieval engines.
-
-
-def to_jsonl(
-    path: str,
-    codes: sp.csr_matrix,
-    ids=None,
-    *,
-    quantize: int | None = None,
-    field: str = "vector",
-) -> None:
-    """Writes one JSON object per row: ``{"id": ..., "<field>": {"<dim>": weight, ...}}``.
-
-    Args:
-      path: output file (written atomically).
-      codes: CSR ``(n, d)``; non-negative codes are what such engines expect.
-      ids: ``(n,)`` ids (default: row numbers).
-      quantize: if given, weights become integers ``round(w * quantize / max|w|)`` (the
-        impact-score form of learned-sparse engines); zeros after rounding are dropped.
-      field: name of the map from dimension to weight.
-    """
-    if not sp.issparse(codes):
-        raise CodesError("to_jsonl takes sparse codes (scipy CSR)")
-    codes = sp.csr_matrix(codes)
-    ids = np.arange(codes.shape[0]) if ids is None else np.asarray(ids)
-    if len(ids) != codes.shape[0]:
-        raise CodesError(f"{len(ids)} ids for {codes.shape[0]} rows")
-    scale = None
-    if quantize is not None:
-        if quantize <= 0:
-            raise CodesError(f"quantize must be a positive integer, got {quantize}")
-        peak = float(np.max(np.abs(codes.data))) if codes.nnz else 1.0
-        scale = quantize / peak if peak > 0 else 1.0
-
-    def write(tmp):
-        with open(tmp, "w") as f:
-            for i in range(codes.shape[0]):
-                lo, hi = codes.indptr[i], codes.indptr[i + 1]
-                dims, vals = codes.indices[lo:hi], codes.data[lo:hi]
-                if scale is None:
-                    vec = {str(j): float(v) for j, v in zip(dims, vals, strict=True)}
-                else:
-                    q = np.rint(vals * scale).astype(np.int64)
-                    vec = {str(j): int(v) for j, v in zip(dims, q, strict=True) if v != 0}
-                ident = ids[i].item() if hasattr(ids[i], "item") else ids[i]
-                f.write(json.dumps({"id": ident, field: vec}) + "\n")
-
-    io_utils.atomic_write(path, write)
-
-
-def from_jsonl(path: str, dim: int, field: str = "vector") -> tuple[list, sp.csr_matrix]:
-    """Reads a file written by :func:`to_jsonl` back to ``(ids, CSR (n, dim))``."""
-    ids, rows, cols, vals = [], [], [], []
-    with open(path) as f:
-        for i, line in enumerate(f):
-            obj = json.loads(line)
-            ids.append(obj["id"])
-            for j, v in obj[field].items():
-                rows.append(i)
-                cols.append(int(j))
-                vals.append(v)
-    m = sp.csr_matrix(
-        (np.asarray(vals, np.float32), (rows, cols)), shape=(len(ids), dim), dtype=np.float32
-    )
-    return ids, m
+    return codes.load_metadata(folder)

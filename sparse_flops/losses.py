@@ -9,15 +9,14 @@ Pair losses (triplet semi-hard, NT-Xent) take the embeddings themselves.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import optax
-
-CLASSIFIER_LOSSES = ("arcface", "cosface", "norm_softmax")
-PAIR_LOSSES = ("triplet", "ntxent")
-LOSSES = CLASSIFIER_LOSSES + PAIR_LOSSES
 
 
 def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
@@ -122,12 +121,79 @@ def ntxent_loss(z_a: jax.Array, z_b: jax.Array, *, temperature: float) -> jax.Ar
     return _cross_entropy(logits, targets)
 
 
-def classifier_loss(name: str, cosine: jax.Array, labels: jax.Array, **kw) -> jax.Array:
-    """Dispatch to the classifier loss ``name`` (``arcface``, ``cosface``, ``norm_softmax``)."""
-    if name == "arcface":
-        return arcface_loss(cosine, labels, scale=kw["scale"], margin=kw["margin"])
-    if name == "cosface":
-        return cosface_loss(cosine, labels, scale=kw["scale"], margin=kw["margin"])
-    if name == "norm_softmax":
-        return norm_softmax_loss(cosine, labels, scale=kw["scale"])
-    raise ValueError(f"unknown classifier loss {name!r}; choose one of {CLASSIFIER_LOSSES}")
+# ---------------------------------------------------------------------------------------------
+# Registry: each name resolves once, in ``train.build``, to a callable with its settings bound.
+
+
+@dataclasses.dataclass(frozen=True)
+class LossSpec:
+    """A registered loss: the function, what it reads, and its hyper-parameters' config keys.
+
+    ``inputs`` is ``cosine`` (``fn(cosine (B, C), labels (B,))``, classifier losses),
+    ``embeddings`` (``fn(z (B, d), labels (B,))``) or ``two_views`` (``fn(z_a, z_b)``, two
+    augmented views of each item).
+    """
+
+    fn: Callable[..., jax.Array]
+    inputs: str
+    hparams: tuple[str, ...]
+
+
+LOSSES: dict[str, LossSpec] = {
+    "arcface": LossSpec(arcface_loss, "cosine", ("scale", "margin")),
+    "cosface": LossSpec(cosface_loss, "cosine", ("scale", "margin")),
+    "norm_softmax": LossSpec(norm_softmax_loss, "cosine", ("scale",)),
+    "triplet": LossSpec(triplet_semihard_loss, "embeddings", ("margin",)),
+    "ntxent": LossSpec(ntxent_loss, "two_views", ("temperature",)),
+}
+CLASSIFIER_LOSSES = tuple(n for n, s in LOSSES.items() if s.inputs == "cosine")
+TWO_VIEW_LOSSES = tuple(n for n, s in LOSSES.items() if s.inputs == "two_views")
+
+View = tuple[jax.Array, jax.Array | None]  # (embeddings (B, d), cosines (B, C) or None)
+
+
+def _on_cosine(views: Sequence[View], labels: jax.Array, *, loss) -> jax.Array:
+    return loss(views[0][1], labels)
+
+
+def _on_embeddings(views: Sequence[View], labels: jax.Array, *, loss) -> jax.Array:
+    return loss(views[0][0], labels)
+
+
+def _on_two_views(views: Sequence[View], labels: jax.Array, *, loss) -> jax.Array:
+    del labels
+    return loss(views[0][0], views[1][0])
+
+
+_ADAPTERS = {"cosine": (_on_cosine, 1), "embeddings": (_on_embeddings, 1)}
+_ADAPTERS["two_views"] = (_on_two_views, 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """The task loss of a training step, its hyper-parameters bound.
+
+    ``fn(views, labels)`` takes one ``(z, cosine)`` pair per augmented view of the batch
+    (``num_views`` of them; for two views the first is the query side, the second the database
+    side) and returns a scalar.
+    """
+
+    name: str
+    num_views: int
+    fn: Callable[[Sequence[View], jax.Array], jax.Array]
+
+
+def get_loss(name: str) -> LossSpec:
+    """The registered loss ``name``; a clear error names the choices."""
+    if name not in LOSSES:
+        raise ValueError(f"config.loss.name={name!r}; choose one of {tuple(LOSSES)}")
+    return LOSSES[name]
+
+
+def make_objective(loss_config) -> Objective:
+    """The :class:`Objective` of ``config.loss``: the registered function with the
+    hyper-parameters it takes (``scale``, ``margin``, ``temperature``) read from the config."""
+    spec = get_loss(loss_config.name)
+    loss = functools.partial(spec.fn, **{h: loss_config[h] for h in spec.hparams})
+    adapter, num_views = _ADAPTERS[spec.inputs]
+    return Objective(loss_config.name, num_views, functools.partial(adapter, loss=loss))

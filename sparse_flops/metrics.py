@@ -118,36 +118,53 @@ def evaluate_embeddings(
 # Cost accounting.
 
 
-def activation_probabilities(codes) -> np.ndarray:
-    """``p_j``: the fraction of rows of ``codes`` ``(n, d)`` (dense or scipy sparse) whose
-    dimension ``j`` is non-zero; ``(d,)``."""
+def activation_probabilities(codes):
+    """``p_j``: the fraction of rows of ``codes`` ``(n, d)`` whose dimension ``j`` is non-zero;
+    ``(d,)``. Takes scipy sparse (stored zeros are not counted), NumPy or jnp arrays (traceable
+    under ``jit``, so the training step logs the same quantity)."""
     if hasattr(codes, "tocsc"):
         csc = codes.tocsc()
         csc.eliminate_zeros()
         return np.diff(csc.indptr).astype(np.float64) / codes.shape[0]
-    return np.mean(np.asarray(codes) != 0, axis=0).astype(np.float64)
+    if not hasattr(codes, "mean"):
+        codes = np.asarray(codes)
+    return (codes != 0).mean(axis=0)
+
+
+def code_statistics(p) -> dict:
+    """The cost statistics of codes with activation probabilities ``p`` ``(d,)`` (NumPy or
+    jnp; the one definition the project uses):
+
+    - ``mean_nonzeros`` = ``sum_j p_j``, and ``nonzero_fraction`` = that over ``d``;
+    - ``sum_p_squared`` = ``sum_j p_j^2``, the expected multiply-adds per database item when
+      queries follow the database's distribution;
+    - ``r_sub`` = ``d sum_j p_j^2 / (sum_j p_j)^2 >= 1``, 1 when non-zeros are spread evenly
+      (NaN for all-zero codes, where it is undefined).
+    """
+    d = p.shape[0]
+    s = p.sum()
+    s2 = (p * p).sum()
+    return {
+        "mean_nonzeros": s,
+        "nonzero_fraction": s / d,
+        "sum_p_squared": s2,
+        "r_sub": d * s2 / (s * s),
+    }
 
 
 def cost_summary(database, queries=None) -> dict[str, float]:
     """Retrieval cost of an inverted index over ``database`` ``(n, d)``.
 
-    Returns mean non-zeros per database item, ``sum_j p_j^2`` (expected multiply-adds per database
-    item when queries follow the database's distribution), ``R_sub``, and, with ``queries``,
-    ``sum_j q_j p_j`` and the expected multiply-adds per query ``N * sum_j q_j p_j``, beside the
-    dense cost ``N * d``.
+    Returns :func:`code_statistics` of the database, and ``sum_j q_j p_j`` with the expected
+    multiply-adds per query ``N * sum_j q_j p_j`` (queries following the database's distribution
+    when ``queries`` is None), beside the dense cost ``N * d``.
     """
     n, d = database.shape
-    p = activation_probabilities(database)
-    mean_nnz = float(p.sum())
-    sum_p2 = float(np.sum(p * p))
-    out = {
-        "mean_nonzeros": mean_nnz,
-        "nonzero_fraction": mean_nnz / d,
-        "sum_p_squared": sum_p2,
-        "r_sub": d * sum_p2 / mean_nnz**2 if mean_nnz > 0 else float("nan"),
-        "dense_macs_per_query": float(n * d),
-    }
-    q = p if queries is None else activation_probabilities(queries)
+    p = np.asarray(activation_probabilities(database), np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = {k: float(v) for k, v in code_statistics(p).items()}
+    out["dense_macs_per_query"] = float(n * d)
+    q = p if queries is None else np.asarray(activation_probabilities(queries), np.float64)
     out["sum_q_p"] = float(np.sum(q * p))
     out["expected_macs_per_query"] = n * out["sum_q_p"]
     return out

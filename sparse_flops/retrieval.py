@@ -88,26 +88,16 @@ def _block_pointers(post_ptr, post_rows, n, block):
 
 
 @numba.njit(cache=True, nogil=True)
-def _search_one(
-    q_idx,
-    q_val,
-    block_ptr,
-    post_rows,
-    post_vals,
-    n,
-    block,
-    k,
-    threshold,
-    acc,
-    mark,
-    touched,
-    hs,
-    hi,
-    out_s,
-    out_i,
-):
+def _search_one(q_idx, q_val, index, k, threshold, scratch, out_s, out_i):
     """Top-k of one query, one row block at a time: the block's accumulator stays in cache
-    while every query term adds its postings for that block."""
+    while every query term adds its postings for that block.
+
+    ``index`` is :meth:`SparseIndex.arrays` ``(block_ptr, post_rows, post_vals, n, block)``;
+    ``scratch`` is ``(acc, mark, touched, heap scores, heap ids)`` of one thread. Returns the
+    postings walked (the multiply-adds of the query).
+    """
+    block_ptr, post_rows, post_vals, n, block = index
+    acc, mark, touched, hs, hi = scratch
     nb = block_ptr.shape[1] - 1
     size = 0
     total = 0
@@ -173,60 +163,50 @@ def _search_one(
 
 
 @numba.njit(cache=True, parallel=True)
-def _search_batch(
-    q_ptr,
-    q_idx,
-    q_val,
-    block_ptr,
-    post_rows,
-    post_vals,
-    n,
-    block,
-    k,
-    threshold,
-    n_chunks,
-    out_s,
-    out_i,
-    out_postings,
-):
+def _search_batch(queries, index, k, threshold, n_chunks, out):
+    """Searches every query of ``queries`` = ``(indptr, indices, values)`` (CSR) on ``index``,
+    ``n_chunks`` chunks of queries in parallel; writes ``out`` = ``(scores (q, k), ids (q, k),
+    postings (q,))``."""
+    q_ptr, q_idx, q_val = queries
+    out_s, out_i, out_postings = out
+    block = index[4]
     nq = q_ptr.shape[0] - 1
     for c in prange(n_chunks):
-        acc = np.zeros(block, np.float32)
-        mark = np.zeros(block, np.uint8)
-        touched = np.empty(block, np.int64)
-        hs = np.empty(k, np.float32)
-        hi = np.empty(k, np.int64)
+        scratch = (
+            np.zeros(block, np.float32),
+            np.zeros(block, np.uint8),
+            np.empty(block, np.int64),
+            np.empty(k, np.float32),
+            np.empty(k, np.int64),
+        )
         for q in range(c * nq // n_chunks, (c + 1) * nq // n_chunks):
             lo, hi_ = q_ptr[q], q_ptr[q + 1]
             out_postings[q] = _search_one(
-                q_idx[lo:hi_],
-                q_val[lo:hi_],
-                block_ptr,
-                post_rows,
-                post_vals,
-                n,
-                block,
-                k,
-                threshold,
-                acc,
-                mark,
-                touched,
-                hs,
-                hi,
-                out_s[q],
-                out_i[q],
+                q_idx[lo:hi_], q_val[lo:hi_], index, k, threshold, scratch, out_s[q], out_i[q]
             )
 
 
 def _as_csr(x, d: int, what: str) -> sp.csr_matrix:
-    m = sp.csr_matrix(x, dtype=np.float32)
+    # A copy: the clean-up below must not change the caller's matrix.
+    m = sp.csr_matrix(x, dtype=np.float32, copy=True)
     if m.ndim != 2 or m.shape[1] != d:
         raise ValueError(f"{what} have shape {m.shape}; the index has dimension {d}")
     if m.nnz and not np.all(np.isfinite(m.data)):
         raise ValueError(f"{what} contain NaN or infinite values")
     m.sum_duplicates()
+    # Stored zeros would be walked and counted as multiply-adds for nothing.
+    m.eliminate_zeros()
     m.sort_indices()
     return m
+
+
+def as_database_csr(database) -> sp.csr_matrix:
+    """A database ``(n, d)`` as validated float32 CSR without stored zeros."""
+    db = sp.csr_matrix(database, dtype=np.float32, copy=True)
+    if db.nnz and not np.all(np.isfinite(db.data)):
+        raise ValueError("database codes contain NaN or infinite values")
+    db.eliminate_zeros()
+    return db
 
 
 def _check_k(k: int) -> int:
@@ -247,10 +227,7 @@ class SparseIndex:
     def __init__(self, database, block_size: int = 65536):
         if block_size <= 0:
             raise ValueError(f"block_size must be positive, got {block_size}")
-        db = sp.csr_matrix(database, dtype=np.float32)
-        if db.nnz and not np.all(np.isfinite(db.data)):
-            raise ValueError("database codes contain NaN or infinite values")
-        db.eliminate_zeros()
+        db = as_database_csr(database)
         csc = db.tocsc()
         csc.sort_indices()
         self.n, self.dim = db.shape
@@ -259,7 +236,11 @@ class SparseIndex:
         self.post_vals = csc.data.astype(np.float32)
         self.block_size = int(min(block_size, max(1, self.n)))
         self.block_ptr = _block_pointers(self.post_ptr, self.post_rows, self.n, self.block_size)
-        self.last_postings: np.ndarray | None = None
+
+    def arrays(self) -> tuple:
+        """The structure the numba kernels take: ``(block_ptr (d, nb + 1), post_rows,
+        post_vals, n, block_size)``."""
+        return (self.block_ptr, self.post_rows, self.post_vals, self.n, self.block_size)
 
     @property
     def posting_lengths(self) -> np.ndarray:
@@ -275,8 +256,14 @@ class SparseIndex:
         )
 
     def search(
-        self, queries, k: int, *, threshold: float | None = None, num_threads: int | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
+        self,
+        queries,
+        k: int,
+        *,
+        threshold: float | None = None,
+        num_threads: int | None = None,
+        return_costs: bool = False,
+    ):
         """Top-k inner products of each query row ``(q, d)``.
 
         Args:
@@ -284,9 +271,11 @@ class SparseIndex:
           k: results per query; more than the database holds pads with ``-1`` ids.
           threshold: keep only scores strictly above it (None: no threshold).
           num_threads: numba threads (default: all).
+          return_costs: also return the multiply-adds of each query.
         Returns:
-          ``(scores (q, k) float32, ids (q, k) int64)``. ``self.last_postings`` holds the
-          multiply-adds each query cost (the summed lengths of the posting lists it touched).
+          ``(scores (q, k) float32, ids (q, k) int64)``, and with ``return_costs`` a third array
+          ``(q,)`` int64: the postings each query walked (its multiply-adds; the summed lengths
+          of the posting lists of its non-zero dimensions).
         """
         k = _check_k(k)
         q = _as_csr(queries, self.dim, "queries")
@@ -303,25 +292,18 @@ class SparseIndex:
                 chunks = max(1, min(nq, 4 * numba.get_num_threads()))
                 s, i = scores[:, :kk].copy(), ids[:, :kk].copy()
                 _search_batch(
-                    q.indptr.astype(np.int64),
-                    q.indices.astype(np.int64),
-                    q.data,
-                    self.block_ptr,
-                    self.post_rows,
-                    self.post_vals,
-                    self.n,
-                    self.block_size,
+                    (q.indptr.astype(np.int64), q.indices.astype(np.int64), q.data),
+                    self.arrays(),
                     kk,
                     np.float32(-np.inf if threshold is None else threshold),
                     chunks,
-                    s,
-                    i,
-                    postings,
+                    (s, i, postings),
                 )
                 scores[:, :kk], ids[:, :kk] = s, i
             finally:
                 numba.set_num_threads(previous)
-        self.last_postings = postings
+        if return_costs:
+            return scores, ids, postings
         return scores, ids
 
 
@@ -350,13 +332,13 @@ def topk_dense(scores: np.ndarray, k: int, offset: int = 0) -> tuple[np.ndarray,
             tied = np.nonzero(scores[r] == kth[r])[0][: kk - len(above)]
             part[r] = np.concatenate([above, tied])
             part_s[r] = scores[r, part[r]]
-    order = _order_rows(part_s, part)
+    order = order_rows(part_s, part)
     out_s[:, :kk] = np.take_along_axis(part_s, order, axis=1)
     out_i[:, :kk] = np.take_along_axis(part, order, axis=1) + offset
     return out_s, out_i
 
 
-def _order_rows(s: np.ndarray, i: np.ndarray) -> np.ndarray:
+def order_rows(s: np.ndarray, i: np.ndarray) -> np.ndarray:
     """Per-row order by descending score then ascending id."""
     order = np.argsort(i, axis=1, kind="stable")
     s_sorted = np.take_along_axis(s, order, axis=1)
@@ -439,7 +421,7 @@ def rerank(
     out_s = np.full((len(q), k), -np.inf, np.float32)
     out_i = np.full((len(q), k), -1, np.int64)
     kk = min(k, candidate_ids.shape[1])
-    order = _order_rows(scores, np.where(valid, candidate_ids, np.iinfo(np.int64).max))[:, :kk]
+    order = order_rows(scores, np.where(valid, candidate_ids, np.iinfo(np.int64).max))[:, :kk]
     out_s[:, :kk] = np.take_along_axis(scores, order, axis=1)
     ids = np.take_along_axis(candidate_ids, order, axis=1)
     out_i[:, :kk] = np.where(np.isfinite(out_s[:, :kk]), ids, -1)
@@ -463,11 +445,3 @@ def search_with_rerank(
         queries, max(k, rerank_candidates), threshold=threshold, num_threads=num_threads
     )
     return rerank(cand, query_dense, database_dense, k)
-
-
-def measured_macs(index: SparseIndex, queries) -> np.ndarray:
-    """Multiply-adds each query costs on ``index``: the summed lengths of the posting lists of
-    its non-zero dimensions; ``(q,)``."""
-    q = _as_csr(queries, index.dim, "queries")
-    lengths = index.posting_lengths
-    return (q != 0).astype(np.float64) @ lengths.astype(np.float64)

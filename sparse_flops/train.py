@@ -1,8 +1,10 @@
-"""Train state, the pure ``train_step``, evaluation, and ``train_and_evaluate``.
+"""Train state, the pure ``train_step``, ``build`` and the loop ``train_and_evaluate``.
 
 The state is a plain pytree (:class:`TrainState`); the step is a module-level pure function whose
-fixed dependencies (model, optimiser, loss and penalty settings) are keyword-only and bound with
-``functools.partial`` before ``jax.jit``.
+fixed dependencies (model, optimiser, objective, penalty, schedules) are callables resolved from
+their names once in :func:`build`, keyword-only, and bound with ``functools.partial`` before
+``jax.jit``. The optimiser lives in :mod:`sparse_flops.optim`, evaluation in
+:mod:`sparse_flops.evaluation`, config validation in :func:`sparse_flops.config.validate`.
 """
 
 from __future__ import annotations
@@ -26,12 +28,16 @@ from absl import logging
 from sparse_flops import (
     checkpoint,
     data,
+    evaluation,
     io_utils,
     losses,
-    metrics,
     models,
+    optim,
     regularizers,
     sharding,
+)
+from sparse_flops import (
+    config as config_lib,
 )
 
 Pytree = Any
@@ -49,54 +55,6 @@ class TrainState:
     batch_stats: Pytree
     opt_state: Pytree
     rng: jax.Array
-
-
-# ---------------------------------------------------------------------------------------------
-# Optimiser.
-
-OPTIMIZERS = ("adam", "adamw", "sgd")
-LR_SCHEDULES = ("constant", "cosine", "step")
-
-
-def make_lr_schedule(opt_config, num_steps: int) -> optax.Schedule:
-    """Learning rate by step from ``config.optimizer``: ``constant``, ``cosine`` (to 0 at
-    ``num_steps``) or ``step`` (times ``decay_factor`` at each of ``decay_boundaries``), each
-    after ``warmup_steps`` of linear warm-up from 0."""
-    lr, warmup = opt_config.learning_rate, opt_config.warmup_steps
-    if lr <= 0:
-        raise ValueError(f"config.optimizer.learning_rate must be positive, got {lr}")
-    name = opt_config.lr_schedule
-    if name == "constant":
-        main = optax.constant_schedule(lr)
-    elif name == "cosine":
-        main = optax.cosine_decay_schedule(lr, max(1, num_steps - warmup))
-    elif name == "step":
-        boundaries = {int(b) - warmup: opt_config.decay_factor for b in opt_config.decay_boundaries}
-        main = optax.piecewise_constant_schedule(lr, boundaries)
-    else:
-        raise ValueError(f"config.optimizer.lr_schedule={name!r}; choose one of {LR_SCHEDULES}")
-    if warmup <= 0:
-        return main
-    return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
-
-
-def make_optimizer(opt_config, num_steps: int) -> optax.GradientTransformation:
-    """The optax optimiser of ``config.optimizer`` (adam, adamw or sgd with momentum)."""
-    schedule = make_lr_schedule(opt_config, num_steps)
-    name = opt_config.name
-    if name == "adam":
-        tx = optax.adam(schedule)
-    elif name == "adamw":
-        tx = optax.adamw(schedule, weight_decay=opt_config.weight_decay)
-    elif name == "sgd":
-        tx = optax.sgd(schedule, momentum=opt_config.momentum or None, nesterov=opt_config.nesterov)
-    else:
-        raise ValueError(f"config.optimizer.name={name!r}; choose one of {OPTIMIZERS}")
-    if name != "adamw" and opt_config.weight_decay:
-        tx = optax.chain(optax.add_decayed_weights(opt_config.weight_decay), tx)
-    if opt_config.grad_clip_norm:
-        tx = optax.chain(optax.clip_by_global_norm(opt_config.grad_clip_norm), tx)
-    return tx
 
 
 def create_train_state(model, tx, sample_input: np.ndarray, *, seed: int) -> TrainState:
@@ -120,30 +78,17 @@ def create_train_state(model, tx, sample_input: np.ndarray, *, seed: int) -> Tra
 # The step.
 
 
-def _forward(params, batch_stats, x, key, *, model):
-    (z, cosine), updates = model.apply(
-        {"params": params, "batch_stats": batch_stats},
-        x,
-        train=True,
-        rngs={"dropout": key},
-        mutable=["batch_stats"],
-    )
-    return z, cosine, updates.get("batch_stats", batch_stats)
-
-
 def loss_and_grads(
     params: Pytree,
     state: TrainState,
     batch: tuple[jax.Array, jax.Array],
     *,
     model,
-    loss_name: str,
-    loss_kwargs: dict,
-    penalty_name: str,
-    penalty_shards: int,
-    weight_fn,
+    objective: losses.Objective,
+    penalty_fn: regularizers.Penalty,
+    weight_fn: Callable[[jax.Array], jax.Array],
     query_weight_scale: float,
-    augment_kwargs: dict,
+    augment_fn: Callable[[jax.Array, jax.Array], jax.Array],
 ):
     """Total loss, its parts and its gradient with respect to ``params``; pure.
 
@@ -152,56 +97,52 @@ def loss_and_grads(
       state: the train state (batch statistics, step, rng).
       batch: ``(inputs (B, ...), labels (B,))``, the global batch.
       model: an :class:`~sparse_flops.models.EmbeddingModel`.
-      loss_name: one of :data:`sparse_flops.losses.LOSSES`.
-      loss_kwargs: the loss's hyper-parameters (scale, margin, temperature).
-      penalty_name: ``flops``, ``l1`` or ``none``.
-      penalty_shards: 1 = penalty of the global batch; ``n`` = the original code's estimate, the
-        mean of the penalties of ``n`` equal slices of the batch (one per device).
+      objective: the task loss (:func:`sparse_flops.losses.make_objective`); it sets how many
+        augmented views of the batch are embedded (two: query side, then database side).
+      penalty_fn: ``z (B, d) -> penalty`` (:func:`sparse_flops.regularizers.make_penalty`).
       weight_fn: ``step -> weight`` of the penalty on the database side.
       query_weight_scale: query-side weight over database-side weight (two-view losses).
-      augment_kwargs: keyword arguments of :func:`sparse_flops.data.augment`.
+      augment_fn: ``(key, inputs) -> augmented inputs``.
     Returns:
-      ``((loss, (task loss, penalty, weight, embeddings, new batch stats)), grads)``.
+      ``((loss, (parts, embeddings (views * B, d), new batch stats)), grads)``; ``parts`` holds
+      the task loss, the penalty (mean of the sides), its weight, and each side's penalty for
+      two-view objectives.
     """
     x, labels = batch
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     k_aug_a, k_aug_b, k_drop = jax.random.split(key, 3)
+    view_keys = (k_aug_a, k_aug_b)[: objective.num_views]
     weight = weight_fn(state.step)
 
-    def pen_of(z):
-        if penalty_shards > 1:
-            return regularizers.per_device_penalty(penalty_name, z, penalty_shards)
-        return regularizers.penalty(penalty_name, z)
-
     def loss_fn(params):
-        if loss_name == "ntxent":
-            views = jnp.concatenate(
-                [
-                    data.augment(k_aug_a, x, **augment_kwargs),
-                    data.augment(k_aug_b, x, **augment_kwargs),
-                ]
+        inputs = jnp.concatenate([augment_fn(k, x) for k in view_keys])
+        (z, cosine), updates = model.apply(
+            {"params": params, "batch_stats": state.batch_stats},
+            inputs,
+            train=True,
+            rngs={"dropout": k_drop},
+            mutable=["batch_stats"],
+        )
+        zs = jnp.split(z, objective.num_views)
+        cosines = [None] * len(zs) if cosine is None else jnp.split(cosine, objective.num_views)
+        task = objective.fn(list(zip(zs, cosines, strict=True)), labels)
+        sides = {}
+        if objective.num_views == 2:
+            weighted, p_query, p_db = regularizers.two_sided_penalty(
+                penalty_fn,
+                zs[0],
+                zs[1],
+                query_weight=weight * query_weight_scale,
+                database_weight=weight,
             )
-            z, _, new_stats = _forward(params, state.batch_stats, views, k_drop, model=model)
-            z_query, z_db = jnp.split(z, 2)
-            task = losses.ntxent_loss(z_query, z_db, **loss_kwargs)
-            p_query, p_db = pen_of(z_query), pen_of(z_db)
-            weighted = weight * (query_weight_scale * p_query + p_db)
             pen = 0.5 * (p_query + p_db)
+            sides = {"penalty_query": p_query, "penalty_database": p_db}
         else:
-            z, cosine, new_stats = _forward(
-                params,
-                state.batch_stats,
-                data.augment(k_aug_a, x, **augment_kwargs),
-                k_drop,
-                model=model,
-            )
-            if loss_name == "triplet":
-                task = losses.triplet_semihard_loss(z, labels, **loss_kwargs)
-            else:
-                task = losses.classifier_loss(loss_name, cosine, labels, **loss_kwargs)
-            pen = pen_of(z)
+            pen = penalty_fn(z)
             weighted = weight * pen
-        return task + weighted, (task, pen, weight, z, new_stats)
+        parts = {"task_loss": task, "penalty": pen, "penalty_weight": weight, **sides}
+        new_stats = updates.get("batch_stats", state.batch_stats)
+        return task + weighted, (parts, z, new_stats)
 
     return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
@@ -211,13 +152,12 @@ def train_step(
     batch: tuple[jax.Array, jax.Array],
     *,
     tx: optax.GradientTransformation,
-    **loss_config,
+    **step_kwargs,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimisation step; pure. ``loss_config`` are the keyword arguments of
-    :func:`loss_and_grads`. Returns the new state and a dict of scalar metrics."""
-    (loss, (task, pen, weight, z, new_stats)), grads = loss_and_grads(
-        state.params, state, batch, **loss_config
-    )
+    """One optimisation step; pure. ``step_kwargs`` are the keyword arguments of
+    :func:`loss_and_grads` (callables and constants bound by :func:`build`). Returns the new
+    state and a dict of scalar metrics."""
+    (loss, (parts, z, new_stats)), grads = loss_and_grads(state.params, state, batch, **step_kwargs)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(
@@ -226,94 +166,17 @@ def train_step(
     z = jax.lax.stop_gradient(z)
     step_metrics = {
         "loss": loss,
-        "task_loss": task,
-        "penalty": pen,
-        "penalty_weight": weight,
+        **parts,
         "flops": regularizers.flops(z),
         "l1": regularizers.l1(z),
-        "nonzero_fraction": regularizers.nonzero_fraction(z),
-        "mean_nonzeros": regularizers.mean_nonzeros(z),
+        **regularizers.sparsity_stats(z),
         "grad_norm": optax.global_norm(grads),
     }
     return new_state, step_metrics
 
 
-def embed_step(state: TrainState, x: jax.Array, *, model) -> jax.Array:
-    """Inference embeddings ``(B, dim)`` of inputs ``x`` ``(B, ...)`` (BatchNorm running stats)."""
-    return model.apply(
-        {"params": state.params, "batch_stats": state.batch_stats},
-        x,
-        train=False,
-        method=model.embed,
-    )
-
-
-def embed_split(embed_fn, state: TrainState, split: data.ArraySplit, batch_size: int) -> np.ndarray:
-    """Embeds a whole split in fixed-size batches (the last one padded, so one compilation);
-    returns float32 ``(n, dim)``."""
-    out = []
-    for x, _ in data.batches_in_order(split, batch_size):
-        n = len(x)
-        if n < batch_size:
-            x = np.concatenate([x, np.zeros((batch_size - n,) + x.shape[1:], x.dtype)])
-        out.append(sharding.to_host(embed_fn(state, x))[:n])
-    return np.concatenate(out).astype(np.float32)
-
-
-def evaluate(embed_fn, state: TrainState, split: data.ArraySplit, eval_config) -> dict[str, float]:
-    """Class retrieval on a held-out split: the first ``num_queries`` items query the whole split
-    (each query excluded from its own ranking). Returns precision@k, recall@k, mAP and the cost
-    statistics of the split's codes (mean non-zeros, ``sum_j p_j^2``, ``R_sub``, expected
-    multiply-adds per query)."""
-    z = embed_split(embed_fn, state, split, eval_config.batch_size)
-    nq = min(eval_config.num_queries, len(split)) if eval_config.num_queries > 0 else len(split)
-    out = metrics.evaluate_embeddings(
-        z[:nq],
-        split.labels[:nq],
-        z,
-        split.labels,
-        ks=tuple(eval_config.ks),
-        self_index=np.arange(nq),
-    )
-    out.update(metrics.cost_summary(z))
-    return out
-
-
 # ---------------------------------------------------------------------------------------------
-# The loop.
-
-
-def _check_config(config) -> None:
-    if config.loss.name not in losses.LOSSES:
-        raise ValueError(f"config.loss.name={config.loss.name!r}; choose one of {losses.LOSSES}")
-    reg = config.regularizer
-    if reg.name not in regularizers.PENALTIES:
-        raise ValueError(
-            f"config.regularizer.name={reg.name!r}; choose one of {regularizers.PENALTIES}"
-        )
-    if reg.query_weight >= 0 and config.loss.name != "ntxent":
-        raise ValueError(
-            "config.regularizer.query_weight applies only to losses with a query side and a "
-            f"database side (ntxent), not {config.loss.name!r}; leave it at -1"
-        )
-    for key in ("num_steps", "batch_size", "log_every", "eval_every", "checkpoint_every"):
-        if config.train[key] <= 0:
-            raise ValueError(f"config.train.{key} must be positive, got {config.train[key]}")
-    if config.train.compute_dtype not in ("float32", "bfloat16"):
-        raise ValueError(
-            f"config.train.compute_dtype={config.train.compute_dtype!r}; use float32 or bfloat16"
-        )
-
-
-def _loss_kwargs(loss_config) -> dict:
-    name = loss_config.name
-    if name in ("arcface", "cosface"):
-        return {"scale": loss_config.scale, "margin": loss_config.margin}
-    if name == "norm_softmax":
-        return {"scale": loss_config.scale}
-    if name == "triplet":
-        return {"margin": loss_config.margin}
-    return {"temperature": loss_config.temperature}
+# Building a run.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -325,7 +188,7 @@ class Setup:
     mesh: jax.sharding.Mesh
     state_sharding: Pytree
     batch_sharding: jax.sharding.NamedSharding
-    loss_config: dict
+    step_kwargs: dict
     init_fn: Callable[[np.ndarray], TrainState]
     step_fn: Callable
     embed_fn: Callable
@@ -336,22 +199,21 @@ class Setup:
 
 
 def build(config, splits: dict[str, data.ArraySplit]) -> Setup:
-    """Model, optimiser, device mesh and the jitted init, step and embedding functions."""
-    _check_config(config)
+    """Validates ``config``, resolves every name in it to a callable (backbone, objective,
+    penalty, weight schedule, optimiser, augmentation), and returns the model, mesh and the
+    jitted init, step and embedding functions."""
+    config_lib.validate(config)
+    objective = losses.make_objective(config.loss)
     num_classes = data.num_classes(splits) if config.loss.name in losses.CLASSIFIER_LOSSES else 0
     dtype = jnp.bfloat16 if config.train.compute_dtype == "bfloat16" else jnp.float32
     model = models.build_model(config.model, num_classes, dtype=dtype)
-    tx = make_optimizer(config.optimizer, config.train.num_steps)
+    tx = optim.make_optimizer(config.optimizer, config.train.num_steps)
     reg = config.regularizer
     db_weight = reg.weight if reg.name != "none" else 0.0
     weight_fn = regularizers.weight_schedule(reg.schedule, db_weight, reg.warmup_steps)
     query_scale = 1.0
     if reg.query_weight >= 0:
         query_scale = reg.query_weight / reg.weight if reg.weight > 0 else 0.0
-        if reg.weight == 0 and reg.query_weight > 0:
-            raise ValueError(
-                "a query-side weight needs a positive database-side config.regularizer.weight"
-            )
     mesh = sharding.make_mesh(config.mesh)
     sharding.check_batch(config.train.batch_size, mesh)
     sample = splits[config.data.train_split].inputs[:1]
@@ -361,24 +223,24 @@ def build(config, splits: dict[str, data.ArraySplit]) -> Setup:
     )
     batch_sh = sharding.batch_sharding(mesh)
     repl = sharding.replicated(mesh)
-    loss_config = dict(
+    step_kwargs = dict(
         model=model,
-        loss_name=config.loss.name,
-        loss_kwargs=_loss_kwargs(config.loss),
-        penalty_name=reg.name,
-        penalty_shards=mesh.shape[sharding.DATA] if reg.per_device else 1,
+        objective=objective,
+        penalty_fn=regularizers.make_penalty(
+            reg.name, mesh.shape[sharding.DATA] if reg.per_device else 1
+        ),
         weight_fn=weight_fn,
         query_weight_scale=query_scale,
-        augment_kwargs=dict(config.augment),
+        augment_fn=functools.partial(data.augment, **dict(config.augment)),
     )
     step_fn = jax.jit(
-        functools.partial(train_step, tx=tx, **loss_config),
+        functools.partial(train_step, tx=tx, **step_kwargs),
         in_shardings=(state_sh, (batch_sh, batch_sh)),
         out_shardings=(state_sh, repl),
         donate_argnums=0,
     )
     embed_fn = jax.jit(
-        functools.partial(embed_step, model=model),
+        functools.partial(evaluation.embed_step, model=model),
         in_shardings=(state_sh, repl),
         out_shardings=repl,
     )
@@ -388,11 +250,15 @@ def build(config, splits: dict[str, data.ArraySplit]) -> Setup:
         mesh=mesh,
         state_sharding=state_sh,
         batch_sharding=batch_sh,
-        loss_config=loss_config,
+        step_kwargs=step_kwargs,
         init_fn=jax.jit(init, out_shardings=state_sh),
         step_fn=step_fn,
         embed_fn=embed_fn,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop.
 
 
 def _fetch_checked(pending: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
@@ -407,6 +273,18 @@ def _fetch_checked(pending: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
                 "Lower --config.optimizer.learning_rate or the regulariser weight."
             )
     return [(s, {k: float(v) for k, v in m.items()}) for s, m in fetched]
+
+
+def interval_means(checked: list[tuple[int, dict[str, float]]]) -> dict[str, float]:
+    """The mean of each metric over the steps of a logging interval (NaN entries, e.g. ``R_sub``
+    of an all-zero batch, are left out; a metric NaN at every step stays NaN)."""
+    keys = checked[-1][1].keys()
+    out = {}
+    for k in keys:
+        v = np.array([m[k] for _, m in checked], np.float64)
+        ok = v[~np.isnan(v)]
+        out[k] = float(ok.mean()) if len(ok) else float("nan")
+    return out
 
 
 def write_config(config, workdir: str) -> None:
@@ -431,7 +309,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     """Trains ``config`` in ``workdir``, resuming from its latest checkpoint, and returns the
     final evaluation metrics.
 
-    Writes ``config.json``, ``metrics.jsonl`` (one record per log or eval point) and Orbax
+    Writes ``config.json``, ``metrics.jsonl`` (one record per log or eval point; train metrics are
+    means over the steps since the previous record) and Orbax
     checkpoints to ``workdir``. A run whose checkpoint has reached ``config.train.num_steps``
     does not train again.
     """
@@ -455,7 +334,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
             "workdir %s already holds step %d of %d: nothing to train", workdir, start, tc.num_steps
         )
         checkpoint.close(manager)
-        return evaluate(setup.embed_fn, state, eval_split, config.eval)
+        return evaluation.evaluate(setup.embed_fn, state, eval_split, config.eval)
     chief = jax.process_index() == 0  # the one process that writes logs to the workdir
     if resumed:
         logging.info("resuming from step %d", start)
@@ -485,11 +364,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
                 now = time.perf_counter()
                 rate = (done - s_log) / max(now - t_log, 1e-9)
                 t_log, s_log = now, done
-                m_last = checked[-1][1]
+                m_mean = interval_means(checked)
                 record = {
                     "step": done,
                     "steps_per_sec": rate,
-                    **{f"train/{k}": v for k, v in m_last.items()},
+                    **{f"train/{k}": v for k, v in m_mean.items()},
                 }
                 if chief:
                     io_utils.append_jsonl(metrics_path, record)
@@ -498,16 +377,16 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
                     " ETA %.0fs",
                     done,
                     tc.num_steps,
-                    m_last["loss"],
-                    m_last["task_loss"],
-                    m_last["penalty"],
-                    m_last["penalty_weight"],
-                    m_last["mean_nonzeros"],
+                    m_mean["loss"],
+                    m_mean["task_loss"],
+                    m_mean["penalty"],
+                    m_mean["penalty_weight"],
+                    m_mean["mean_nonzeros"],
                     rate,
                     (tc.num_steps - done) / max(rate, 1e-9),
                 )
             if done % tc.eval_every == 0 or last:
-                last_eval = evaluate(setup.embed_fn, state, eval_split, config.eval)
+                last_eval = evaluation.evaluate(setup.embed_fn, state, eval_split, config.eval)
                 if chief:
                     io_utils.append_jsonl(
                         metrics_path,

@@ -1,11 +1,16 @@
-"""Writers of small fake data files in the exact formats the loaders read."""
+"""Shared by several test files: writers of small fake data files in the exact formats the
+loaders read, the smoke training config, and tree comparisons."""
 
 import gzip
 import os
 import pickle
 import struct
 
+import jax
 import numpy as np
+
+from experiments import synthetic as synthetic_experiment
+from sparse_flops import codes, train
 
 
 def write_idx(path, array, compress=True):
@@ -45,4 +50,49 @@ def write_fake_cifar100(folder, n_train=30, n_test=10, seed=0):
         }
         with open(os.path.join(folder, name), "wb") as f:
             pickle.dump(batch, f)
+    return folder
+
+
+def smoke_config(**overrides):
+    c = synthetic_experiment.get_config("smoke")
+    c.optimizer.lr_schedule = "constant"
+    for key, value in overrides.items():
+        node = c
+        *path, last = key.split(".")
+        for p in path:
+            node = node[p]
+        node[last] = value
+    return c
+
+
+def params_of(config, workdir):
+    state, _, _ = train.load_trained_state(config, workdir)
+    return jax.tree.map(np.asarray, (state.step, state.params, state.batch_stats, state.opt_state))
+
+
+def assert_trees_equal(a, b):
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    assert len(la) == len(lb)
+    for x, y in zip(la, lb, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def codes_workdir(folder, rng, sparse=True, dim=32):
+    """A workdir holding exported codes (300 database items, 40 queries, 20 instance queries).
+    Labels come from a fixed seed, so any two such workdirs describe the same items."""
+    labels = np.random.default_rng(99)
+
+    def make(n):
+        z = np.abs(rng.standard_normal((n, dim))).astype(np.float32)
+        if sparse:
+            z[rng.random((n, dim)) < 0.8] = 0
+            return codes.to_csr(z)
+        return rng.standard_normal((n, dim)).astype(np.float32)
+
+    sets = {
+        "database": codes.CodeSet(make(300), labels.integers(0, 5, 300)),
+        "queries": codes.CodeSet(make(40), labels.integers(0, 5, 40)),
+        "instance_queries": codes.CodeSet(make(20), np.arange(20)),
+    }
+    codes.save_codes(os.path.join(folder, "codes"), sets, {})
     return folder

@@ -3,100 +3,117 @@ import os
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
+from helpers import codes_workdir
 
-from sparse_flops import benchmark, export, metrics
+from sparse_flops import codes, metrics
+from sparse_flops.bench import scale, timing, tradeoff
 
 
 @pytest.mark.parametrize("kind", ["uniform", "zipf"])
 def test_activation_profile_sums_to_target_and_is_capped(kind):
-    p = benchmark.activation_profile(1024, 64, kind)
+    p = scale.activation_profile(1024, 64, kind)
     assert p.shape == (1024,) and p.sum() == pytest.approx(64)
     assert p.max() <= 1.0 and p.min() > 0
     if kind == "zipf":
         assert p[0] == 1.0 and np.all(np.diff(p) <= 1e-12)
     with pytest.raises(ValueError, match="mean non-zeros"):
-        benchmark.activation_profile(8, 9, kind)
+        scale.activation_profile(8, 9, kind)
 
 
 def test_random_codes_follow_the_profile():
     rng = np.random.default_rng(0)
-    p = benchmark.activation_profile(64, 8, "zipf")
-    codes = benchmark.random_codes(20000, p, rng)
+    p = scale.activation_profile(64, 8, "zipf")
+    codes = scale.random_codes(20000, p, rng)
     assert codes.shape == (20000, 64) and codes.dtype == np.float32
     assert np.all(codes.data > 0) and np.all(codes.data <= 1)
     np.testing.assert_allclose(metrics.activation_probabilities(codes), p, atol=0.01)
 
 
-def test_topk_metrics_against_full_ranking():
-    rng = np.random.default_rng(1)
-    db = rng.standard_normal((80, 6)).astype(np.float32)
-    dbl = rng.integers(0, 3, 80)
-    q = rng.standard_normal((12, 6)).astype(np.float32)
-    ql = rng.integers(0, 3, 12)
-    scores = q @ db.T
-    ids = np.argsort(-scores, axis=1, kind="stable")
-    full = metrics.ranking_metrics(scores, ql, dbl, ks=(1, 5, 80))
-    top = metrics.topk_metrics(ids, ql, dbl, ks=(1, 5, 80))
-    assert top["precision@5"] == pytest.approx(np.mean(full["precision@5"]))
-    assert top["recall@80"] == pytest.approx(1.0)
-    assert top["map@80"] == pytest.approx(np.mean(full["ap"]))  # K = n: mAP@K is mAP
-    with pytest.raises(ValueError, match="exceed"):
-        metrics.topk_metrics(ids[:, :3], ql, dbl, ks=(5,))
-
-
 def test_median_seconds_rejects_no_repeats():
     with pytest.raises(ValueError, match="repeats"):
-        benchmark.median_seconds(lambda: None, repeats=0)
-
-
-def codes_workdir(folder, rng, sparse=True):
-    def codes(n):
-        z = np.abs(rng.standard_normal((n, 32))).astype(np.float32)
-        z[rng.random((n, 32)) < 0.8] = 0
-        return export.to_csr(z) if sparse else z
-
-    sets = {
-        "database": export.CodeSet(codes(300), rng.integers(0, 5, 300)),
-        "queries": export.CodeSet(codes(40), rng.integers(0, 5, 40)),
-        "instance_queries": export.CodeSet(codes(20), np.arange(20)),
-    }
-    export.save_codes(os.path.join(folder, "codes"), sets, {})
-    return folder
+        timing.median_seconds(lambda: None, repeats=0)
 
 
 def test_benchmark_workdirs_writes_reports(tmp_path):
     rng = np.random.default_rng(2)
     a = codes_workdir(str(tmp_path / "sparse"), rng)
     b = codes_workdir(str(tmp_path / "dense"), rng, sparse=False)
+    c = codes_workdir(str(tmp_path / "small"), rng, sparse=False, dim=16)
     out = str(tmp_path / "report")
-    report = benchmark.benchmark_workdirs([a, b], out, k=10, ks=(1, 10), num_queries=30, repeats=2)
+    report = tradeoff.benchmark_workdirs(
+        [a, b, c],
+        out,
+        k=10,
+        ks=(1, 10),
+        num_queries=30,
+        repeats=1,
+        pca_dims=(8, 64),
+        lsh_bits=(64,),
+        pq_m=(8,),
+        ivf_m=8,
+        ivf_nprobe=(2,),
+        two_stage_candidates=(20,),
+        sparse_thresholds=(0.1,),
+    )
     rows = report["rows"]
     methods = {(r["codes"], r["regime"], r["method"]) for r in rows}
-    assert ("sparse", "class", "sparse index (ours)") in methods
-    assert ("sparse", "instance", "scipy Q@D.T + argpartition") in methods
-    assert ("dense", "class", "dense exact (BLAS)") in methods
-    assert not any(r["codes"] == "dense" and r["method"] != "dense exact (BLAS)" for r in rows)
     for regime in ("class", "instance"):
-        sel = {r["method"]: r for r in rows if r["codes"] == "sparse" and r["regime"] == regime}
-        # the three methods return the same top-k on the same codes
-        acc = {m: r["precision@1"] for m, r in sel.items()}
-        assert len(set(acc.values())) == 1, acc
-        assert sel["dense exact (BLAS)"]["speedup_vs_dense_1t"] == 1.0
-        assert (
-            sel["sparse index (ours)"]["macs_per_query"]
-            < sel["dense exact (BLAS)"]["macs_per_query"]
-        )
-        assert sel["sparse index (ours)"]["queries"] == (30 if regime == "class" else 20)
+        for expected in (
+            ("sparse", "sparse index (ours)"),
+            ("sparse", "scipy Q@D.T + argpartition"),
+            ("sparse", "dense exact (BLAS)"),
+            ("sparse", "two-stage: sparse + dense re-rank"),
+            ("dense", "dense exact (BLAS)"),
+            ("dense", "dense exact (faiss flat)"),
+            ("dense", "PCA + exact"),
+            ("dense", "LSH (Hamming)"),
+            ("dense", "PQ (faiss)"),
+            ("dense", "IVF-PQ (faiss)"),
+            ("small", "dense exact (faiss flat)"),
+        ):
+            assert (expected[0], regime, expected[1]) in methods, (expected, regime)
+        # compact baselines come from the largest dense export only; PCA only below its dim
+        assert ("small", regime, "PCA + exact") not in methods
+        pca = [r for r in rows if r["regime"] == regime and r["method"] == "PCA + exact"]
+        assert [r["setting"] for r in pca] == ["k=8"]
+        sel = [r for r in rows if r["codes"] == "sparse" and r["regime"] == regime]
+        by = {(r["method"], r["setting"]): r for r in sel}
+        exact = [by[("sparse index (ours)", "")], by[("scipy Q@D.T + argpartition", "")]]
+        exact.append(by[("dense exact (BLAS)", "d=32")])
+        # the three exact methods return the same top-k on the same codes
+        assert len({r["precision@1"] for r in exact}) == 1
+        assert exact[2]["speedup_vs_dense_1t"] == 1.0
+        assert exact[0]["macs_per_query"] < exact[2]["macs_per_query"]
+        assert exact[0]["queries"] == (30 if regime == "class" else 20)
+        two = [r for r in sel if r["method"].startswith("two-stage")][0]
+        assert "re-rank dense" in two["setting"]
+        assert two["macs_per_query"] == pytest.approx(exact[0]["macs_per_query"] + 20 * 32)
+        for r in rows:
+            assert r["bytes_per_item"] > 0 and r["ms_per_query_1t"] > 0
     saved = json.load(open(os.path.join(out, "report.json")))
     assert len(saved["rows"]) == len(rows)
     md = open(os.path.join(out, "report.md")).read()
-    assert "sparse index (ours)" in md and "ms_per_query_1t" in md
+    assert "## class retrieval" in md and "## instance retrieval" in md and "IVF-PQ" in md
     assert open(os.path.join(out, "tradeoff.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def test_two_stage_refuses_exports_of_different_items(tmp_path):
+    rng = np.random.default_rng(3)
+    a = codes_workdir(str(tmp_path / "sparse"), rng)
+    b = str(tmp_path / "dense")
+    sets = {
+        "database": codes.CodeSet(rng.standard_normal((300, 8)).astype(np.float32), np.zeros(300)),
+        "queries": codes.CodeSet(rng.standard_normal((40, 8)).astype(np.float32), np.zeros(40)),
+    }
+    codes.save_codes(os.path.join(b, "codes"), sets, {})
+    with pytest.raises(ValueError, match="rows differ"):
+        tradeoff.benchmark_workdirs([a, b], str(tmp_path / "out"), k=5, ks=(1,), repeats=1)
+    with pytest.raises(ValueError, match="unknown benchmark settings"):
+        tradeoff.benchmark_workdirs([a], str(tmp_path / "out"), kk=5)
+
+
 def test_scale_benchmark_small(tmp_path):
-    report = benchmark.scale_benchmark(
+    report = scale.scale_benchmark(
         str(tmp_path),
         n=5000,
         d=64,
@@ -124,10 +141,5 @@ def test_scale_benchmark_small(tmp_path):
 
 
 def test_codes_folder_missing_is_clear(tmp_path):
-    with pytest.raises(export.CodesError, match="--mode=export"):
-        benchmark.benchmark_workdirs([str(tmp_path)], str(tmp_path / "out"))
-
-
-def test_sparse_input_to_metrics_cost():
-    m = sp.csr_matrix(np.eye(4, dtype=np.float32))
-    assert metrics.cost_summary(m)["r_sub"] == pytest.approx(1.0)
+    with pytest.raises(codes.CodesError, match="--mode=export"):
+        tradeoff.benchmark_workdirs([str(tmp_path)], str(tmp_path / "out"))

@@ -10,9 +10,11 @@ import time
 import jax
 import numpy as np
 import pytest
-from helpers import write_fake_fashion_mnist
+from helpers import codes_workdir, smoke_config, write_fake_fashion_mnist
 
+from sparse_flops import config as config_lib
 from sparse_flops import io_utils, train
+from sparse_flops.bench import scale, throughput
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, JAX_PLATFORMS="cpu")
@@ -39,10 +41,15 @@ EXPERIMENTS = sorted(
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_config_loads_full_and_smoke(name):
     module = importlib.import_module(f"experiments.{name}")
-    assert "launch.py --config=experiments/" in module.__doc__
+    assert f"--config=experiments/{name}.py" in module.__doc__
     for arg in (None, "smoke"):
         c = module.get_config(arg)
-        train._check_config(c)
+        if "scale" in c:
+            scale.validate(c)
+        elif "throughput" in c:
+            throughput.validate(c)
+        else:
+            config_lib.validate(c)
     with pytest.raises(ValueError, match="unknown config argument"):
         module.get_config("huge")
 
@@ -50,22 +57,60 @@ def test_every_experiment_config_loads_full_and_smoke(name):
 def test_scale_and_throughput_modes_write_reports(tmp_path):
     r = launch(
         "--mode=scale",
+        "--config=experiments/scale.py:smoke",
         f"--workdir={tmp_path / 'scale'}",
-        "--scale_items=3000",
-        "--scale_queries=20",
-        "--scale_nonzeros=4",
+        "--config.scale.profiles=zipf",
     )
     assert r.returncode == 0, r.stderr[-3000:]
-    assert (tmp_path / "scale" / "report.md").exists()
+    report = json.load(open(tmp_path / "scale" / "report.json"))
+    assert [(row["profile"], row["n"]) for row in report["rows"]] == [("zipf", 3000)]
     r = launch(
         "--mode=throughput",
+        "--config=experiments/throughput.py:smoke",
         f"--workdir={tmp_path / 'tp'}",
-        "--throughput_backbones=mlp",
-        "--throughput_batch=8",
-        "--throughput_steps=1",
+        "--config.throughput.penalties=none,flops",
     )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "examples_per_s" in (tmp_path / "tp" / "throughput.md").read_text()
+    # a mode given the wrong kind of config says which one it needs
+    r = launch("--mode=scale", "--config=experiments/synthetic.py", f"--workdir={tmp_path}")
+    assert r.returncode != 0 and "experiments/scale.py" in r.stderr
+    r = launch("--mode=scale", f"--workdir={tmp_path}")
+    assert r.returncode != 0 and "needs --config" in r.stderr
+
+
+def test_launcher_has_at_most_eight_flags():
+    r = subprocess.run(
+        [sys.executable, "launch.py", "--helpfull"], cwd=ROOT, capture_output=True, text=True
+    )
+    own = r.stdout.split("\nlaunch.py:\n")[1].split("\n\n")[0]
+    names = {line.split(":")[0].strip() for line in own.splitlines() if line.startswith("  --")}
+    assert "--workdir" in names and "--mode" in names
+    assert len(names) <= 8, names
+
+
+def test_benchmark_mode_and_retrieval_side_never_import_jax(tmp_path):
+    codes_workdir(str(tmp_path / "w"), np.random.default_rng(0))
+    (tmp_path / "w" / "config.json").write_text(smoke_config().to_json_best_effort())
+    probe = (
+        "import runpy, sys\n"
+        "import sparse_flops, sparse_flops.codes, sparse_flops.retrieval, sparse_flops.metrics\n"
+        "import sparse_flops.bench.tradeoff, sparse_flops.bench.scale\n"
+        "sparse_flops.SparseIndex, sparse_flops.cost_summary\n"
+        f"sys.argv = ['launch.py', '--mode=benchmark', '--workdir={tmp_path / 'w'}']\n"
+        "try:\n"
+        "    runpy.run_path('launch.py', run_name='__main__')\n"
+        "except SystemExit as e:\n"
+        "    assert not e.code, e.code\n"
+        "heavy = sorted(m for m in ('jax', 'flax', 'optax', 'orbax') if m in sys.modules)\n"
+        "print('HEAVY', heavy)\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, env=ENV, capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "HEAVY []" in r.stdout
+    assert (tmp_path / "w" / "report.json").exists()
 
 
 def test_unknown_config_key_fails_clearly(tmp_path):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from sparse_flops import losses as L
+from sparse_flops.config import base_config
 
 
 def np_normalize(x):
@@ -115,14 +116,35 @@ def test_ntxent_matches_numpy():
     np.testing.assert_allclose(L.ntxent_loss(a, b, temperature=t), total / 12, rtol=1e-5)
 
 
-def test_classifier_loss_dispatch(cos_batch):
+def test_registry_binds_config_hparams_into_objectives(cos_batch):
     c, y = cos_batch
+    cfg = base_config().loss
+    cfg.name, cfg.scale, cfg.margin = "cosface", 2.0, 0.1
+    obj = L.make_objective(cfg)
+    assert obj.num_views == 1
+    z = np.zeros((len(y), 4), np.float32)
     np.testing.assert_allclose(
-        L.classifier_loss("cosface", c, y, scale=2.0, margin=0.1),
-        L.cosface_loss(c, y, scale=2.0, margin=0.1),
+        obj.fn([(z, c)], y), L.cosface_loss(c, y, scale=2.0, margin=0.1), rtol=1e-6
     )
-    with pytest.raises(ValueError, match="unknown classifier loss"):
-        L.classifier_loss("softmax", c, y, scale=1.0)
+    cfg.name, cfg.margin = "triplet", 0.2
+    zt = np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32)
+    yt = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    np.testing.assert_allclose(
+        L.make_objective(cfg).fn([(zt, None)], yt),
+        L.triplet_semihard_loss(zt, yt, margin=0.2),
+        rtol=1e-6,
+    )
+    cfg.name, cfg.temperature = "ntxent", 0.5
+    obj = L.make_objective(cfg)
+    za, zb = L.l2_normalize(zt), L.l2_normalize(zt[::-1])
+    assert obj.num_views == 2
+    np.testing.assert_allclose(
+        obj.fn([(za, None), (zb, None)], yt), L.ntxent_loss(za, zb, temperature=0.5), rtol=1e-6
+    )
+    assert set(L.CLASSIFIER_LOSSES) == {"arcface", "cosface", "norm_softmax"}
+    cfg.name = "softmax"
+    with pytest.raises(ValueError, match="config.loss.name='softmax'"):
+        L.make_objective(cfg)
 
 
 def test_l2_normalize_keeps_zero_rows_zero():

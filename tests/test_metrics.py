@@ -71,3 +71,25 @@ def test_cost_summary_dense_and_sparse_agree():
     assert dense["expected_macs_per_query"] == pytest.approx(200 * np.sum(qp * p))
     assert dense["dense_macs_per_query"] == 200 * 16
     assert dense["r_sub"] == pytest.approx(16 * np.sum(p**2) / p.sum() ** 2)
+
+
+def test_topk_metrics_against_full_ranking():
+    rng = np.random.default_rng(1)
+    db = rng.standard_normal((80, 6)).astype(np.float32)
+    dbl = rng.integers(0, 3, 80)
+    q = rng.standard_normal((12, 6)).astype(np.float32)
+    ql = rng.integers(0, 3, 12)
+    scores = q @ db.T
+    ids = np.argsort(-scores, axis=1, kind="stable")
+    full = metrics.ranking_metrics(scores, ql, dbl, ks=(1, 5, 80))
+    top = metrics.topk_metrics(ids, ql, dbl, ks=(1, 5, 80))
+    assert top["precision@5"] == pytest.approx(np.mean(full["precision@5"]))
+    assert top["recall@80"] == pytest.approx(1.0)
+    assert top["map@80"] == pytest.approx(np.mean(full["ap"]))  # K = n: mAP@K is mAP
+    with pytest.raises(ValueError, match="exceed"):
+        metrics.topk_metrics(ids[:, :3], ql, dbl, ks=(5,))
+
+
+def test_sparse_input_to_metrics_cost():
+    m = sp.csr_matrix(np.eye(4, dtype=np.float32))
+    assert metrics.cost_summary(m)["r_sub"] == pytest.approx(1.0)

@@ -3,6 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from sparse_flops import metrics
 from sparse_flops import regularizers as R
 
 
@@ -20,10 +21,10 @@ def test_flops_and_l1_match_numpy(shape, signed):
     z = sparse_batch(rng, *shape, signed=signed)
     np.testing.assert_allclose(R.flops(z), np.sum(np.mean(np.abs(z), 0) ** 2), rtol=1e-5)
     np.testing.assert_allclose(R.l1(z), np.mean(np.sum(np.abs(z), 1)), rtol=1e-5)
-    np.testing.assert_allclose(R.penalty("flops", z), R.flops(z))
-    assert float(R.penalty("none", z)) == 0.0
-    with pytest.raises(ValueError, match="unknown penalty"):
-        R.penalty("l2", z)
+    np.testing.assert_allclose(R.make_penalty("flops")(z), R.flops(z))
+    assert float(R.make_penalty("none")(z)) == 0.0
+    with pytest.raises(ValueError, match="config.regularizer.name='l2'"):
+        R.make_penalty("l2")
 
 
 def test_flops_gradient_closed_form():
@@ -44,14 +45,9 @@ def test_diagnostics_match_numpy():
     n = nz.sum(0)
     p = nz.mean(0)
     b = z.shape[0]
-    np.testing.assert_allclose(R.nonzero_fraction(z), nz.mean(), rtol=1e-6)
-    np.testing.assert_allclose(R.mean_nonzeros(z), nz.sum(1).mean(), rtol=1e-6)
-    np.testing.assert_allclose(R.activation_probabilities(z), p, rtol=1e-6)
     np.testing.assert_allclose(R.unbiased_flops(z), np.sum(n * (n - 1)) / (b * (b - 1)), rtol=1e-5)
-    np.testing.assert_allclose(
-        R.suboptimality_ratio(z), 40 * np.sum(p**2) / p.sum() ** 2, rtol=1e-5
-    )
-    stats = R.sparsity_stats(z)
+    # The jnp diagnostics of a batch (jitted, as in the train step) are metrics' one definition.
+    stats = jax.jit(R.sparsity_stats)(jnp.asarray(z))
     assert set(stats) == {
         "nonzero_fraction",
         "mean_nonzeros",
@@ -59,6 +55,13 @@ def test_diagnostics_match_numpy():
         "sum_p_squared",
         "r_sub",
     }
+    np.testing.assert_allclose(stats["nonzero_fraction"], nz.mean(), rtol=1e-6)
+    np.testing.assert_allclose(stats["mean_nonzeros"], nz.sum(1).mean(), rtol=1e-5)
+    np.testing.assert_allclose(stats["sum_p_squared"], np.sum(p**2), rtol=1e-5)
+    np.testing.assert_allclose(stats["r_sub"], 40 * np.sum(p**2) / p.sum() ** 2, rtol=1e-5)
+    numpy_side = metrics.cost_summary(z)
+    for key in ("nonzero_fraction", "mean_nonzeros", "sum_p_squared", "r_sub"):
+        np.testing.assert_allclose(stats[key], numpy_side[key], rtol=1e-5)
 
 
 def test_unbiased_estimate_is_unbiased_and_plugin_is_not():
@@ -79,10 +82,11 @@ def test_unbiased_estimate_is_unbiased_and_plugin_is_not():
 def test_r_sub_is_one_when_spread_evenly_and_large_when_concentrated():
     d = 16
     even = np.eye(d, dtype=np.float32)  # each dimension used by exactly one row
-    np.testing.assert_allclose(R.suboptimality_ratio(even), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(R.sparsity_stats(even)["r_sub"], 1.0, rtol=1e-6)
     concentrated = np.zeros((16, d), np.float32)
     concentrated[:, 0] = 1.0
-    np.testing.assert_allclose(R.suboptimality_ratio(concentrated), d, rtol=1e-6)
+    np.testing.assert_allclose(R.sparsity_stats(concentrated)["r_sub"], d, rtol=1e-6)
+    assert np.isnan(R.sparsity_stats(jnp.zeros((4, d)))["r_sub"])
 
 
 def test_per_device_penalty_is_the_workers_average():
@@ -90,19 +94,26 @@ def test_per_device_penalty_is_the_workers_average():
     z = sparse_batch(rng, 32, 12)
     shards = z.reshape(4, 8, 12)
     ref = np.mean([np.sum(np.mean(np.abs(s), 0) ** 2) for s in shards])
-    np.testing.assert_allclose(R.per_device_penalty("flops", z, 4), ref, rtol=1e-5)
+    per_worker = R.make_penalty("flops", num_shards=4)
+    np.testing.assert_allclose(per_worker(z), ref, rtol=1e-5)
+    np.testing.assert_allclose(R.per_device_penalty(R.flops, z, 4), ref, rtol=1e-5)
     # The per-worker FLOPs estimate is biased upward relative to the global one (Jensen).
-    assert float(R.per_device_penalty("flops", z, 4)) >= float(R.flops(z))
-    np.testing.assert_allclose(R.per_device_penalty("l1", z, 4), R.l1(z), rtol=1e-5)
+    assert float(per_worker(z)) >= float(R.flops(z))
+    np.testing.assert_allclose(R.make_penalty("l1", 4)(z), R.l1(z), rtol=1e-5)
     with pytest.raises(ValueError, match="divisible"):
-        R.per_device_penalty("flops", z, 5)
+        R.make_penalty("flops", 5)(z)
 
 
 def test_two_sided_penalty_weights_each_side():
     rng = np.random.default_rng(5)
     zq, zd = sparse_batch(rng, 8, 6), sparse_batch(rng, 8, 6)
-    got = R.two_sided_penalty("flops", zq, zd, query_weight=0.3, database_weight=2.0)
+    got, pq, pd = R.two_sided_penalty(R.flops, zq, zd, query_weight=0.3, database_weight=2.0)
     np.testing.assert_allclose(got, 0.3 * R.flops(zq) + 2.0 * R.flops(zd), rtol=1e-6)
+    np.testing.assert_allclose([pq, pd], [R.flops(zq), R.flops(zd)], rtol=1e-6)
+    # the per-worker variant passes through
+    per_worker = R.make_penalty("flops", 2)
+    got, pq, _ = R.two_sided_penalty(per_worker, zq, zd, query_weight=1.0, database_weight=0.0)
+    np.testing.assert_allclose(got, R.per_device_penalty(R.flops, zq, 2), rtol=1e-6)
 
 
 def test_schedules():
@@ -112,7 +123,7 @@ def test_schedules():
     np.testing.assert_allclose(jax.jit(f)(jnp.int32(50)), 2.5, rtol=1e-6)
     np.testing.assert_allclose(R.weight_schedule("quadratic", 3.0, 0)(0), 3.0)
     np.testing.assert_allclose(R.weight_schedule("constant", 3.0)(12345), 3.0)
-    with pytest.raises(ValueError, match="unknown weight schedule"):
+    with pytest.raises(ValueError, match="config.regularizer.schedule"):
         R.weight_schedule("linear", 1.0)
     with pytest.raises(ValueError, match=">= 0"):
         R.weight_schedule("constant", -1.0)

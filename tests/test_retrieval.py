@@ -86,11 +86,21 @@ def test_measured_macs_is_sum_of_touched_posting_lengths():
     db = random_codes(rng, 500, 30, 0.1, False)
     q = random_codes(rng, 12, 30, 0.2, False)
     index = retrieval.SparseIndex(db, block_size=64)
-    index.search(q, 5)
+    s, i, postings = index.search(q, 5, return_costs=True)
     lengths = np.asarray((db != 0).sum(axis=0)).ravel()
     ref = [lengths[q[r].indices].sum() for r in range(q.shape[0])]
-    np.testing.assert_array_equal(index.last_postings, ref)
-    np.testing.assert_array_equal(retrieval.measured_macs(index, q), ref)
+    np.testing.assert_array_equal(postings, ref)
+    assert_same_results((s, i), index.search(q, 5))
+    # stored zeros in the queries are neither walked nor counted, and the caller's matrix stays
+    with_zeros = q.copy()
+    with_zeros.data[::2] = 0.0
+    stored = with_zeros.nnz
+    _, _, postings0 = index.search(with_zeros, 5, return_costs=True)
+    live = with_zeros.copy()
+    live.eliminate_zeros()
+    ref0 = [lengths[live[r].indices].sum() for r in range(q.shape[0])]
+    np.testing.assert_array_equal(postings0, ref0)
+    assert with_zeros.nnz == stored
 
 
 def test_rerank_orders_candidates_by_dense_score():

@@ -3,10 +3,10 @@ import functools
 import jax
 import numpy as np
 import pytest
+from helpers import assert_trees_equal, params_of, smoke_config
 from jax.sharding import NamedSharding
-from test_train import assert_trees_equal, params_of, smoke_config
 
-from sparse_flops import data, sharding, train
+from sparse_flops import data, evaluation, sharding, train
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -31,8 +31,9 @@ def one_step(num_devices, penalty, per_device=False, fsdp=False):
     setup = train.build(c, splits)
     state = setup.init_fn(splits["train"].inputs[:1])
     batch = setup.put_batch(data.Batcher(splits["train"], 32, c.seed).batch(0))
-    grads_fn = jax.jit(functools.partial(train.loss_and_grads, **setup.loss_config))
-    (loss, (task, pen, _, z, _)), grads = grads_fn(state.params, state, batch)
+    grads_fn = jax.jit(functools.partial(train.loss_and_grads, **setup.step_kwargs))
+    (loss, (parts, z, _)), grads = grads_fn(state.params, state, batch)
+    task, pen = parts["task_loss"], parts["penalty"]
     out = jax.tree.map(
         np.asarray, {"loss": loss, "task": task, "penalty": pen, "z": z, "grads": grads}
     )
@@ -131,7 +132,7 @@ def test_fashion_mnist_on_four_devices_matches_one(tmp_path):
         results[n] = train.train_and_evaluate(c, str(tmp_path / f"d{n}"))
         state, embed_fn, splits = train.load_trained_state(c, str(tmp_path / f"d{n}"))
         assert int(state.step) == 12
-        codes[n] = train.embed_split(embed_fn, state, splits["test"], 128)
+        codes[n] = evaluation.embed_split(embed_fn, state, splits["test"], 128)
     assert np.mean(np.abs(codes[4] - codes[1])) < 0.01
     assert np.mean((codes[4] != 0) == (codes[1] != 0)) > 0.95
     for key in ("precision@1", "map"):

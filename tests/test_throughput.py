@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from sparse_flops import throughput
+from sparse_flops.bench import throughput
 
 
 def test_measure_reports_step_time_and_flops():

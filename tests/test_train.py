@@ -4,34 +4,10 @@ import os
 import jax
 import numpy as np
 import pytest
+from helpers import assert_trees_equal, params_of, smoke_config
 
-from experiments import synthetic as synthetic_experiment
-from sparse_flops import checkpoint, io_utils, train
+from sparse_flops import checkpoint, config, io_utils, optim, train
 from sparse_flops.config import base_config
-
-
-def smoke_config(**overrides):
-    c = synthetic_experiment.get_config("smoke")
-    c.optimizer.lr_schedule = "constant"
-    for key, value in overrides.items():
-        node = c
-        *path, last = key.split(".")
-        for p in path:
-            node = node[p]
-        node[last] = value
-    return c
-
-
-def params_of(config, workdir):
-    state, _, _ = train.load_trained_state(config, workdir)
-    return jax.tree.map(np.asarray, (state.step, state.params, state.batch_stats, state.opt_state))
-
-
-def assert_trees_equal(a, b):
-    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
-    assert len(la) == len(lb)
-    for x, y in zip(la, lb, strict=True):
-        np.testing.assert_array_equal(x, y)
 
 
 def test_train_writes_workdir_and_reports_eval(tmp_path):
@@ -156,7 +132,31 @@ def test_query_weight_only_for_two_sided_losses(tmp_path):
 )
 def test_bad_config_values_are_named(tmp_path, key, value, match):
     with pytest.raises(ValueError, match=match):
+        config.validate(smoke_config(**{key: value}))
+    with pytest.raises(ValueError, match=match):
         train.train_and_evaluate(smoke_config(**{key: value}), str(tmp_path))
+    assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def test_logged_train_metrics_are_interval_means(tmp_path):
+    every = smoke_config(**{"train.log_every": 1, "train.num_steps": 4})
+    train.train_and_evaluate(every, str(tmp_path / "every"))
+    grouped = smoke_config(**{"train.log_every": 4, "train.num_steps": 4})
+    train.train_and_evaluate(grouped, str(tmp_path / "grouped"))
+    per_step = [
+        r
+        for r in io_utils.read_jsonl(str(tmp_path / "every" / "metrics.jsonl"))
+        if "train/loss" in r
+    ]
+    (record,) = [
+        r
+        for r in io_utils.read_jsonl(str(tmp_path / "grouped" / "metrics.jsonl"))
+        if "train/loss" in r
+    ]
+    assert [r["step"] for r in per_step] == [1, 2, 3, 4] and record["step"] == 4
+    for key in ("train/loss", "train/penalty", "train/mean_nonzeros", "train/penalty_weight"):
+        assert record[key] == pytest.approx(np.mean([r[key] for r in per_step]), rel=1e-6)
+    assert record["train/loss"] != pytest.approx(per_step[-1]["train/loss"])
 
 
 def test_lr_schedules():
@@ -164,13 +164,13 @@ def test_lr_schedules():
     oc.learning_rate = 0.1
     oc.lr_schedule = "step"
     oc.decay_boundaries = (10, 20)
-    f = train.make_lr_schedule(oc, 30)
+    f = optim.make_lr_schedule(oc, 30)
     assert [float(f(s)) for s in (0, 9, 10, 19, 20, 29)] == pytest.approx(
         [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
     )
     oc.lr_schedule = "cosine"
     oc.warmup_steps = 10
-    f = train.make_lr_schedule(oc, 110)
+    f = optim.make_lr_schedule(oc, 110)
     assert float(f(0)) == 0.0 and float(f(5)) == pytest.approx(0.05)
     assert float(f(10)) == pytest.approx(0.1) and float(f(110)) == pytest.approx(0.0, abs=1e-7)
 

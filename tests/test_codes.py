@@ -5,21 +5,22 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from sparse_flops import export, metrics
+from sparse_flops import codes, metrics
+from sparse_flops.bench import regimes
 
 
 def make_sets(rng, sparse=True, signed=True):
-    def codes(n):
+    def make(n):
         z = rng.standard_normal((n, 16)).astype(np.float32)
         z[rng.random((n, 16)) < 0.7] = 0
         if not signed:
             z = np.abs(z)
-        return export.to_csr(z) if sparse else z
+        return codes.to_csr(z) if sparse else z
 
     return {
-        "database": export.CodeSet(codes(40), rng.integers(0, 4, 40)),
-        "queries": export.CodeSet(codes(10), rng.integers(0, 4, 10)),
-        "instance_queries": export.CodeSet(codes(6), np.arange(6)),
+        "database": codes.CodeSet(make(40), rng.integers(0, 4, 40)),
+        "queries": codes.CodeSet(make(10), rng.integers(0, 4, 10)),
+        "instance_queries": codes.CodeSet(make(6), np.arange(6)),
     }
 
 
@@ -27,8 +28,8 @@ def make_sets(rng, sparse=True, signed=True):
 def test_roundtrip_keeps_negative_entries_and_labels(tmp_path, sparse):
     rng = np.random.default_rng(0)
     sets = make_sets(rng, sparse=sparse)
-    export.save_codes(str(tmp_path), sets, {"step": 7})
-    meta, loaded = export.load_codes(str(tmp_path))
+    codes.save_codes(str(tmp_path), sets, {"step": 7})
+    meta, loaded = codes.load_codes(str(tmp_path))
     assert meta["kind"] == ("sparse" if sparse else "dense") and meta["dim"] == 16
     assert meta["step"] == 7
     for name, s in sets.items():
@@ -47,7 +48,7 @@ def test_roundtrip_keeps_negative_entries_and_labels(tmp_path, sparse):
 
 def test_to_csr_keeps_exact_zeros_out_and_negatives_in():
     z = np.array([[0.0, -0.5, 0.25], [0.0, 0.0, 0.0]], np.float32)
-    m = export.to_csr(z)
+    m = codes.to_csr(z)
     assert m.nnz == 2 and m.dtype == np.float32
     np.testing.assert_array_equal(m.toarray(), z)
 
@@ -55,46 +56,46 @@ def test_to_csr_keeps_exact_zeros_out_and_negatives_in():
 def test_loader_reports_bad_files(tmp_path):
     rng = np.random.default_rng(1)
     folder = str(tmp_path)
-    with pytest.raises(export.CodesError, match="metadata.json is missing.*--mode=export"):
-        export.load_codes(folder)
-    export.save_codes(folder, make_sets(rng), {})
+    with pytest.raises(codes.CodesError, match="metadata.json is missing.*--mode=export"):
+        codes.load_codes(folder)
+    codes.save_codes(folder, make_sets(rng), {})
     # labels that do not match the rows
     np.save(os.path.join(folder, "queries_labels.npy"), np.zeros(3, np.int64))
-    with pytest.raises(export.CodesError, match="3,.*labels for 10 rows"):
-        export.load_set(folder, "queries")
+    with pytest.raises(codes.CodesError, match="3,.*labels for 10 rows"):
+        codes.load_set(folder, "queries")
     # a corrupt matrix
     with open(os.path.join(folder, "database.npz"), "wb") as f:
         f.write(b"garbage")
-    with pytest.raises(export.CodesError, match="database.npz is corrupt"):
-        export.load_set(folder, "database")
+    with pytest.raises(codes.CodesError, match="database.npz is corrupt"):
+        codes.load_set(folder, "database")
     # non-finite values
     bad = sp.csr_matrix(np.array([[np.nan] + [0] * 15] * 6, np.float32))
     sp.save_npz(os.path.join(folder, "instance_queries.npz"), bad)
-    with pytest.raises(export.CodesError, match="NaN"):
-        export.load_set(folder, "instance_queries")
+    with pytest.raises(codes.CodesError, match="NaN"):
+        codes.load_set(folder, "instance_queries")
     # a dimension that disagrees with the metadata
     meta = json.load(open(os.path.join(folder, "metadata.json")))
     meta["dim"] = 32
     json.dump(meta, open(os.path.join(folder, "metadata.json"), "w"))
-    with pytest.raises(export.CodesError, match=r"metadata says \(n, 32\)"):
-        export.load_set(folder, "instance_queries")
-    with pytest.raises(export.CodesError, match="no set 'train'"):
-        export.load_set(folder, "train")
+    with pytest.raises(codes.CodesError, match=r"metadata says \(n, 32\)"):
+        codes.load_set(folder, "instance_queries")
+    with pytest.raises(codes.CodesError, match="no set 'train'"):
+        codes.load_set(folder, "train")
 
 
 def test_save_rejects_mismatched_sets(tmp_path):
-    a = export.CodeSet(export.to_csr(np.eye(3, dtype=np.float32)), np.arange(3))
-    b = export.CodeSet(np.eye(3, 4, dtype=np.float32), np.arange(3))
-    with pytest.raises(export.CodesError, match="different dimensions"):
-        export.save_codes(str(tmp_path), {"database": a, "queries": b}, {})
-    with pytest.raises(export.CodesError, match="3 codes but 2 labels"):
-        export.save_set(str(tmp_path), "database", a.codes, np.arange(2))
+    a = codes.CodeSet(codes.to_csr(np.eye(3, dtype=np.float32)), np.arange(3))
+    b = codes.CodeSet(np.eye(3, 4, dtype=np.float32), np.arange(3))
+    with pytest.raises(codes.CodesError, match="different dimensions"):
+        codes.save_codes(str(tmp_path), {"database": a, "queries": b}, {})
+    with pytest.raises(codes.CodesError, match="3 codes but 2 labels"):
+        codes.save_set(str(tmp_path), "database", a.codes, np.arange(2))
 
 
 def test_instance_regime_labels():
     rng = np.random.default_rng(2)
     sets = make_sets(rng)
-    db, q = export.instance_regime(sets["database"], sets["queries"], sets["instance_queries"])
+    db, q = regimes.instance_regime(sets["database"], sets["queries"], sets["instance_queries"])
     assert db.codes.shape == (50, 16)
     np.testing.assert_array_equal(db.labels, np.arange(50))
     np.testing.assert_array_equal(q.labels, 40 + np.arange(6))
@@ -104,21 +105,21 @@ def test_instance_regime_labels():
 @pytest.mark.parametrize("quantize", [None, 100])
 def test_jsonl_roundtrip(tmp_path, quantize):
     rng = np.random.default_rng(3)
-    codes = make_sets(rng, signed=False)["database"].codes
+    db = make_sets(rng, signed=False)["database"].codes
     path = str(tmp_path / "docs.jsonl")
-    export.to_jsonl(path, codes, ids=[f"doc{i}" for i in range(40)], quantize=quantize)
+    codes.to_jsonl(path, db, ids=[f"doc{i}" for i in range(40)], quantize=quantize)
     lines = open(path).read().splitlines()
     assert len(lines) == 40
     first = json.loads(lines[0])
     assert first["id"] == "doc0" and isinstance(first["vector"], dict)
-    ids, back = export.from_jsonl(path, 16)
+    ids, back = codes.from_jsonl(path, 16)
     assert ids[5] == "doc5"
     if quantize is None:
-        np.testing.assert_allclose(back.toarray(), codes.toarray(), rtol=1e-6)
+        np.testing.assert_allclose(back.toarray(), db.toarray(), rtol=1e-6)
     else:
         assert all(float(v).is_integer() for v in back.data)
-        expected = np.rint(codes.toarray() * quantize / codes.data.max())
+        expected = np.rint(db.toarray() * quantize / db.data.max())
         np.testing.assert_array_equal(back.toarray(), expected)
         assert back.data.max() == quantize
-    with pytest.raises(export.CodesError, match="positive integer"):
-        export.to_jsonl(path, codes, quantize=0)
+    with pytest.raises(codes.CodesError, match="positive integer"):
+        codes.to_jsonl(path, db, quantize=0)

@@ -2,8 +2,9 @@
 regulariser, so its overhead is visible; achieved FLOP/s and, given the device's peak, the
 fraction of peak.
 
-    python launch.py --mode=throughput --workdir=runs/throughput \\
-        --throughput_backbones=small_convnet,cifar_convnet,resnet50 --throughput_batch=512
+    python launch.py --mode=throughput --config=experiments/throughput.py --workdir=runs/tp \\
+        --config.throughput.backbones=small_convnet,cifar_convnet,resnet50 \\
+        --config.throughput.batch_size=512
 
 Step time is the median over timed steps after warm-up (compilation excluded), each step
 synchronised with ``block_until_ready``; the regulariser's overhead is a ratio of medians
@@ -22,8 +23,9 @@ import jax
 import numpy as np
 from absl import logging
 
-from sparse_flops import benchmark, data, io_utils, train
-from sparse_flops.config import base_config
+from sparse_flops import data, io_utils, train
+from sparse_flops.bench import report, timing
+from sparse_flops.config import as_tuple, base_config
 
 # Input shape and classes each backbone is benchmarked on.
 INPUTS = {
@@ -126,6 +128,7 @@ def run(
     compute_dtype: str = "float32",
     peak_tflops: float | None = None,
     rounds: int = 3,
+    dim: int = 1024,
 ) -> dict:
     """Measures every (backbone, penalty); the penalties alternate over ``rounds`` rounds, in a
     rotated order, so a drift of the machine's speed or a first-run effect hits them alike, and
@@ -143,6 +146,7 @@ def run(
                         p,
                         batch_size=batch_size,
                         steps=steps,
+                        dim=dim,
                         compute_dtype=compute_dtype,
                         peak_tflops=peak_tflops,
                     )
@@ -156,10 +160,10 @@ def run(
                 row["overhead_vs_none"] = row["step_ms"] / chosen["none"]["step_ms"] - 1.0
             logging.info("throughput %s", json.dumps(row))
             rows.append(row)
-    report = {"kind": "throughput", "environment": benchmark.environment(), "rows": rows}
+    result = {"kind": "throughput", "environment": timing.environment(), "rows": rows}
     os.makedirs(out_dir, exist_ok=True)
     io_utils.atomic_write_text(
-        os.path.join(out_dir, "throughput.json"), json.dumps(report, indent=2)
+        os.path.join(out_dir, "throughput.json"), json.dumps(result, indent=2)
     )
     columns = [
         "backbone",
@@ -174,7 +178,51 @@ def run(
         "fraction_of_peak",
     ]
     columns = [c for c in columns if any(c in r for r in rows)]
-    md = "# Training throughput\n\n" + benchmark.markdown_table(rows, columns) + "\n"
+    md = "# Training throughput\n\n" + report.markdown_table(rows, columns) + "\n"
     io_utils.atomic_write_text(os.path.join(out_dir, "throughput.md"), md)
     print(md)
-    return report
+    return result
+
+
+def validate(config) -> None:
+    """Checks a throughput config (``experiments/throughput.py``); raises ``ValueError``."""
+    if "throughput" not in config:
+        raise ValueError(
+            "--mode=throughput needs a throughput config: --config=experiments/throughput.py "
+            "(it has no 'throughput' section)"
+        )
+    tc = config.throughput
+    for key in ("batch_size", "steps", "rounds", "dim"):
+        if tc[key] <= 0:
+            raise ValueError(f"config.throughput.{key} must be positive, got {tc[key]}")
+    for b in as_tuple(tc.backbones):
+        if b not in INPUTS:
+            raise ValueError(
+                f"config.throughput.backbones holds {b!r}; choose from {sorted(INPUTS)}"
+            )
+    for p in as_tuple(tc.penalties):
+        if p not in PENALTIES:
+            raise ValueError(f"config.throughput.penalties holds {p!r}; choose from {PENALTIES}")
+    if tc.compute_dtype not in ("float32", "bfloat16"):
+        raise ValueError(
+            f"config.throughput.compute_dtype={tc.compute_dtype!r}; use float32 or bfloat16"
+        )
+    if tc.peak_tflops < 0:
+        raise ValueError(f"config.throughput.peak_tflops must be >= 0, got {tc.peak_tflops}")
+
+
+def run_config(config, workdir: str) -> dict:
+    """:func:`run` with the settings of ``config.throughput``; reports go to ``workdir``."""
+    validate(config)
+    tc = config.throughput
+    return run(
+        workdir,
+        as_tuple(tc.backbones),
+        batch_size=tc.batch_size,
+        steps=tc.steps,
+        penalties=as_tuple(tc.penalties),
+        compute_dtype=tc.compute_dtype,
+        peak_tflops=tc.peak_tflops or None,
+        rounds=tc.rounds,
+        dim=tc.dim,
+    )

@@ -1,0 +1,266 @@
+"""The trade-off benchmark of exported codes (``--mode=benchmark``): per regime, every method's
+accuracy against memory, multiply-adds and milliseconds per query (one thread and all threads).
+
+    python launch.py --mode=benchmark --workdir=runs/fmnist_flops \\
+        --compare=runs/fmnist_l1,runs/fmnist_dense
+
+Rows, per regime (class, instance):
+
+- every sparse export: our sparse index (and at each ``sparse_thresholds``), scipy's
+  ``Q @ D.T``, dense BLAS on the same codes (the reference of its speed-up), and the paper's
+  two-stage pipeline (sparse candidates re-ranked by the dense export named ``rerank_workdir``,
+  by default the dense export of largest dimension) for each ``two_stage_candidates``;
+- every dense export: our BLAS index and faiss ``IndexFlatIP``;
+- the compact-code baselines, fitted on the database of one dense export (``baseline_workdir``,
+  by default the dense export of largest dimension): PCA to each of ``pca_dims``, LSH at each of
+  ``lsh_bits``, PQ with each of ``pq_m`` sub-quantisers, IVF-PQ at each ``ivf_nprobe``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+from absl import logging
+
+from sparse_flops import baselines, codes, metrics
+from sparse_flops.bench import regimes, timing
+from sparse_flops.bench import report as report_lib
+from sparse_flops.config import as_tuple
+
+METHODS = ("sparse", "scipy", "dense", "faiss", "pca", "lsh", "pq", "ivfpq", "two_stage")
+
+DEFAULTS = dict(
+    k=100,
+    ks=(1, 10, 100),
+    num_queries=1000,
+    repeats=5,
+    threads=0,  # 0 = all
+    methods=METHODS,
+    sparse_thresholds=(),
+    pca_dims=(16, 32, 64),
+    lsh_bits=(64, 256, 1024),
+    lsh_rerank=0,
+    pq_m=(8, 16, 32),
+    pq_bits=8,
+    ivf_nlist=256,
+    ivf_m=16,
+    ivf_nprobe=(4, 16),
+    two_stage_candidates=(100, 1000),
+    two_stage_threshold=-1.0,  # < 0: no threshold
+    rerank_workdir="",
+    baseline_workdir="",
+)
+
+
+def distinct_labels(workdirs: Sequence[str]) -> list[str]:
+    """Short names of the workdirs, distinct even when two share a folder name: the shortest
+    tail of each path that no other path shares (then a numeric suffix)."""
+    parts = [os.path.normpath(os.path.abspath(w)).split(os.sep) for w in workdirs]
+    labels = []
+    for i, p in enumerate(parts):
+        for depth in range(1, len(p) + 1):
+            tail = "/".join(p[-depth:])
+            if all("/".join(q[-depth:]) != tail for j, q in enumerate(parts) if j != i):
+                break
+        labels.append(tail)
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        out.append(label if seen[label] == 1 else f"{label}#{seen[label]}")
+    return out
+
+
+class _Export:
+    """A workdir's exported codes: label, metadata, sets and regimes."""
+
+    def __init__(self, workdir: str, label: str, num_queries: int):
+        self.workdir, self.label = workdir, label
+        self.meta, self.sets = codes.load_codes(os.path.join(workdir, codes.CODES_DIR))
+        self.sparse = self.meta["kind"] == "sparse"
+        self.dim = int(self.meta["dim"])
+        self.regimes = regimes.regimes(self.sets, num_queries)
+
+
+def _pick_dense(exports: list[_Export], workdir: str, what: str) -> _Export | None:
+    dense = [e for e in exports if not e.sparse]
+    if workdir:
+        chosen = [e for e in exports if os.path.abspath(e.workdir) == os.path.abspath(workdir)]
+        if not chosen or chosen[0].sparse:
+            raise ValueError(
+                f"config.benchmark.{what}={workdir!r} must be one of the benchmarked dense "
+                "workdirs (--workdir or --compare)"
+            )
+        return chosen[0]
+    return max(dense, key=lambda e: e.dim) if dense else None
+
+
+def _check_pair(sparse: _Export, dense: _Export, regime: str) -> None:
+    baselines.check_rows_correspond(
+        sparse.meta, dense.meta, sparse.sets["database"].labels, dense.sets["database"].labels
+    )
+    (_, qs), (_, qd) = sparse.regimes[regime], dense.regimes[regime]
+    if not np.array_equal(qs.labels, qd.labels):
+        raise ValueError(
+            f"two-stage: the {regime} queries of {sparse.label} and {dense.label} differ"
+        )
+    if regime == "instance":
+        for key in ("instance_seed", "instance_augment"):
+            if sparse.meta.get(key) != dense.meta.get(key):
+                raise ValueError(
+                    f"two-stage: {sparse.label} and {dense.label} were exported with different "
+                    f"{key} ({sparse.meta.get(key)!r} vs {dense.meta.get(key)!r}): their instance "
+                    "queries are not the same views; export both with one config.export"
+                )
+
+
+def _row(base, method, queries, q_labels, db_labels, *, k, ks, repeats, threads, **extra):
+    """One table row: accuracy, cost and ms/query (one thread, and ``threads``) of a method."""
+    _, ids = method.search(queries, k, threads)
+    nq = len(q_labels)
+
+    def run(t):
+        return method.search(queries, k, t)
+
+    row = {
+        **base,
+        "method": method.family,
+        "setting": method.label,
+        **metrics.topk_metrics(ids, q_labels, db_labels, ks=ks),
+        "bytes_per_item": method.bytes_per_item(),
+        "macs_per_query": method.ops_per_query(queries),
+        "build_s": method.build_s,
+        **extra,
+        "ms_per_query_1t": timing.timed(run, nq, repeats, 1),
+    }
+    if threads > 1:
+        row["ms_per_query_all"] = timing.timed(run, nq, repeats, threads)
+    logging.info(
+        "%s %s %s %s: %.4g ms/query",
+        base["codes"],
+        base["regime"],
+        method.family,
+        method.label,
+        row["ms_per_query_1t"],
+    )
+    return row
+
+
+def benchmark_workdirs(workdirs: Sequence[str], out_dir: str, **settings) -> dict:
+    """Benchmarks the exported codes of each workdir (settings: :data:`DEFAULTS`) and writes
+    ``report.json``, ``report.md`` and ``tradeoff.png`` to ``out_dir``. Returns the report."""
+    unknown = set(settings) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown benchmark settings {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    s = {**DEFAULTS, **settings}
+    k = int(s["k"])
+    if k <= 0 or int(s["repeats"]) <= 0:
+        raise ValueError(f"benchmark k and repeats must be positive, got {k}, {s['repeats']}")
+    methods = set(as_tuple(s["methods"]))
+    if methods - set(METHODS):
+        raise ValueError(f"unknown benchmark methods {sorted(methods - set(METHODS))}: {METHODS}")
+    ks = tuple(x for x in as_tuple(s["ks"], int) if x <= k)
+    threads = int(s["threads"]) or timing.all_threads()
+    common = dict(k=k, ks=ks, repeats=int(s["repeats"]), threads=threads)
+    exports = [
+        _Export(w, label, int(s["num_queries"]))
+        for w, label in zip(workdirs, distinct_labels(workdirs), strict=True)
+    ]
+    for e in exports:
+        logging.info("benchmarking %s (%s codes, d=%d)", e.label, e.meta["kind"], e.dim)
+    reranker = _pick_dense(exports, s["rerank_workdir"], "rerank_workdir")
+    compact = _pick_dense(exports, s["baseline_workdir"], "baseline_workdir")
+    threshold = float(s["two_stage_threshold"])
+    threshold = None if threshold < 0 else threshold
+
+    rows: list[dict] = []
+    for regime in ("class", "instance"):
+        for e in exports:
+            if regime not in e.regimes:
+                continue
+            db, q = e.regimes[regime]
+            base = {
+                "codes": e.label,
+                "regime": regime,
+                "n": db.codes.shape[0],
+                "dim": e.dim,
+                "queries": q.codes.shape[0],
+            }
+            first = len(rows)
+
+            def add(method, queries=None, _db=db, _q=q, _base=base, **extra):
+                qq = _q.codes if queries is None else queries
+                rows.append(_row(_base, method, qq, _q.labels, _db.labels, **common, **extra))
+
+            if e.sparse or "dense" in methods:
+                add(baselines.DenseMethod(db.codes, "blas"))
+            if not e.sparse:
+                if "faiss" in methods:
+                    add(baselines.DenseMethod(db.codes, "faiss"))
+            else:
+                cost = metrics.cost_summary(db.codes, q.codes)
+                stats = dict(
+                    expected_macs_per_query=cost["expected_macs_per_query"],
+                    mean_nonzeros=cost["mean_nonzeros"],
+                    r_sub=cost["r_sub"],
+                )
+                if "sparse" in methods:
+                    add(baselines.SparseMethod(db.codes), **stats)
+                    for t in as_tuple(s["sparse_thresholds"], float):
+                        add(baselines.SparseMethod(db.codes, t), **stats)
+                if "scipy" in methods:
+                    add(baselines.ScipyMethod(db.codes), **stats)
+                if "two_stage" in methods and reranker is not None and regime in reranker.regimes:
+                    _check_pair(e, reranker, regime)
+                    rdb, rq = reranker.regimes[regime]
+                    for cand in as_tuple(s["two_stage_candidates"], int):
+                        method = baselines.TwoStageMethod(db.codes, rdb.codes, cand, threshold)
+                        method.label += f", re-rank {reranker.label}"
+                        add(method, (q.codes, rq.codes), **stats)
+            if e is compact:
+                _compact_rows(add, db, s, methods)
+            ref = rows[first]["ms_per_query_1t"] if rows[first:] else float("nan")
+            for row in rows[first:]:
+                row["speedup_vs_dense_1t"] = ref / row["ms_per_query_1t"]
+    report = {
+        "kind": "codes",
+        "environment": timing.environment(),
+        "settings": report_lib.jsonable(s),
+        "workdirs": {e.label: os.path.abspath(e.workdir) for e in exports},
+        "rows": rows,
+    }
+    report_lib.write_report(report, out_dir)
+    return report
+
+
+def _compact_rows(add, db, s, methods) -> None:
+    """PCA, LSH, PQ and IVF-PQ rows over one dense export's database."""
+    n, d = db.codes.shape
+    if "pca" in methods:
+        for dims in as_tuple(s["pca_dims"], int):
+            if dims < d:
+                add(baselines.PCAMethod(db.codes, dims))
+    if "lsh" in methods:
+        for bits in as_tuple(s["lsh_bits"], int):
+            add(baselines.LSHMethod(db.codes, bits, rerank=int(s["lsh_rerank"])))
+    if "pq" in methods:
+        for m in as_tuple(s["pq_m"], int):
+            if d % m == 0:
+                add(baselines.PQMethod(db.codes, m, int(s["pq_bits"])))
+    nlist = min(int(s["ivf_nlist"]), max(1, n // 39))  # faiss wants >= 39 points per cell
+    if "ivfpq" in methods and d % int(s["ivf_m"]) == 0:
+        for nprobe in as_tuple(s["ivf_nprobe"], int):
+            add(
+                baselines.PQMethod(
+                    db.codes, int(s["ivf_m"]), int(s["pq_bits"]), nlist, min(nprobe, nlist)
+                )
+            )
+
+
+def benchmark_from_config(config, workdir: str, compare: Sequence[str] = ()) -> dict:
+    """:func:`benchmark_workdirs` of ``workdir`` and ``compare`` with the settings of
+    ``config.benchmark``; the report goes to ``workdir``."""
+    settings = {key: config.benchmark[key] for key in DEFAULTS if key in config.benchmark}
+    return benchmark_workdirs([workdir, *compare], workdir, **settings)
