@@ -19,6 +19,8 @@ Multi-host (one command per host; process 0's address first):
 from absl import app, flags
 from ml_collections import config_flags
 
+from sparse_flops import logs
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
     "config",
@@ -54,6 +56,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     mode = FLAGS.mode
+    logs.quiet_third_party(verbose=FLAGS.verbosity > 0)
     if mode in ("scale", "throughput", "train", "all") and FLAGS.config is None:
         raise app.UsageError(f"--mode={mode} needs --config (see the experiments/ folder)")
     if mode in JAX_MODES and (FLAGS.distributed or FLAGS.coordinator_address):

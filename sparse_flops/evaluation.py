@@ -7,7 +7,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from sparse_flops import data, metrics, sharding
+from sparse_flops import data, logs, metrics, sharding
 
 
 def embed_step(state: Any, x: jax.Array, *, model) -> jax.Array:
@@ -25,7 +25,9 @@ def embed_split(embed_fn, state: Any, split: data.ArraySplit, batch_size: int) -
     """Embeds a whole split in fixed-size batches (the last one padded, so one compilation);
     returns float32 ``(n, dim)``."""
     out = []
-    for x, _ in data.batches_in_order(split, batch_size):
+    batches = data.batches_in_order(split, batch_size)
+    total = -(-len(split) // batch_size)
+    for x, _ in logs.progress(batches, total=total, desc="embedding", unit="batch"):
         n = len(x)
         if n < batch_size:
             x = np.concatenate([x, np.zeros((batch_size - n,) + x.shape[1:], x.dtype)])

@@ -30,6 +30,7 @@ from sparse_flops import (
     data,
     evaluation,
     io_utils,
+    logs,
     losses,
     models,
     optim,
@@ -152,11 +153,12 @@ def train_step(
     batch: tuple[jax.Array, jax.Array],
     *,
     tx: optax.GradientTransformation,
+    lr_fn: Callable[[jax.Array], jax.Array],
     **step_kwargs,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimisation step; pure. ``step_kwargs`` are the keyword arguments of
-    :func:`loss_and_grads` (callables and constants bound by :func:`build`). Returns the new
-    state and a dict of scalar metrics."""
+    """One optimisation step; pure. ``lr_fn`` is the learning-rate schedule ``tx`` follows
+    (logged); ``step_kwargs`` are the keyword arguments of :func:`loss_and_grads` (callables and
+    constants bound by :func:`build`). Returns the new state and a dict of scalar metrics."""
     (loss, (parts, z, new_stats)), grads = loss_and_grads(state.params, state, batch, **step_kwargs)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -171,6 +173,7 @@ def train_step(
         "l1": regularizers.l1(z),
         **regularizers.sparsity_stats(z),
         "grad_norm": optax.global_norm(grads),
+        "learning_rate": lr_fn(state.step),
     }
     return new_state, step_metrics
 
@@ -208,6 +211,7 @@ def build(config, splits: dict[str, data.ArraySplit]) -> Setup:
     dtype = jnp.bfloat16 if config.train.compute_dtype == "bfloat16" else jnp.float32
     model = models.build_model(config.model, num_classes, dtype=dtype)
     tx = optim.make_optimizer(config.optimizer, config.train.num_steps)
+    lr_fn = optim.make_lr_schedule(config.optimizer, config.train.num_steps)
     reg = config.regularizer
     db_weight = reg.weight if reg.name != "none" else 0.0
     weight_fn = regularizers.weight_schedule(reg.schedule, db_weight, reg.warmup_steps)
@@ -234,7 +238,7 @@ def build(config, splits: dict[str, data.ArraySplit]) -> Setup:
         augment_fn=functools.partial(data.augment, **dict(config.augment)),
     )
     step_fn = jax.jit(
-        functools.partial(train_step, tx=tx, **step_kwargs),
+        functools.partial(train_step, tx=tx, lr_fn=lr_fn, **step_kwargs),
         in_shardings=(state_sh, (batch_sh, batch_sh)),
         out_shardings=(state_sh, repl),
         donate_argnums=0,
@@ -310,9 +314,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     final evaluation metrics.
 
     Writes ``config.json``, ``metrics.jsonl`` (one record per log or eval point; train metrics are
-    means over the steps since the previous record) and Orbax
-    checkpoints to ``workdir``. A run whose checkpoint has reached ``config.train.num_steps``
-    does not train again.
+    means over the steps since the previous record), the same scalars as TensorBoard event files
+    (``tensorboard --logdir``), and Orbax checkpoints to ``workdir``. A run whose checkpoint has
+    reached ``config.train.num_steps`` does not train again.
     """
     os.makedirs(workdir, exist_ok=True)
     splits = data.load_splits(config.data)
@@ -328,7 +332,6 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     )
     state, resumed = checkpoint.restore_or_keep(manager, state)
     start = int(state.step)
-    metrics_path = os.path.join(workdir, "metrics.jsonl")
     if start >= tc.num_steps:
         logging.info(
             "workdir %s already holds step %d of %d: nothing to train", workdir, start, tc.num_steps
@@ -338,13 +341,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     chief = jax.process_index() == 0  # the one process that writes logs to the workdir
     if resumed:
         logging.info("resuming from step %d", start)
-    if chief and resumed:
-        # Records past the checkpoint come from the killed run and will be written again.
-        io_utils.write_jsonl(
-            metrics_path, [r for r in io_utils.read_jsonl(metrics_path) if r["step"] <= start]
-        )
-    elif chief and os.path.exists(metrics_path):
-        os.remove(metrics_path)
+    # Records past the checkpoint come from a killed run and will be written again.
+    log = logs.MetricLog(workdir, start if resumed else 0, enabled=chief)
 
     batcher = data.Batcher(
         train_split, tc.batch_size, config.seed, jax.process_index(), jax.process_count()
@@ -365,13 +363,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
                 rate = (done - s_log) / max(now - t_log, 1e-9)
                 t_log, s_log = now, done
                 m_mean = interval_means(checked)
-                record = {
-                    "step": done,
-                    "steps_per_sec": rate,
-                    **{f"train/{k}": v for k, v in m_mean.items()},
-                }
-                if chief:
-                    io_utils.append_jsonl(metrics_path, record)
+                log.write(
+                    done, {"steps_per_sec": rate, **{f"train/{k}": v for k, v in m_mean.items()}}
+                )
                 logging.info(
                     "step %d/%d loss %.4f task %.4f penalty %.4g (w %.3g) nnz %.1f | %.2f steps/s,"
                     " ETA %.0fs",
@@ -387,11 +381,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
                 )
             if done % tc.eval_every == 0 or last:
                 last_eval = evaluation.evaluate(setup.embed_fn, state, eval_split, config.eval)
-                if chief:
-                    io_utils.append_jsonl(
-                        metrics_path,
-                        {"step": done, **{f"eval/{k}": v for k, v in last_eval.items()}},
-                    )
+                log.write(done, {f"eval/{k}": v for k, v in last_eval.items()})
                 logging.info(
                     "eval at step %d: %s",
                     done,
@@ -401,6 +391,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
             if done % tc.checkpoint_every == 0 or last:
                 checkpoint.save(manager, done, state, force=last)
     finally:
+        log.close()
         checkpoint.close(manager)
     return last_eval
 

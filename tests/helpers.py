@@ -96,3 +96,25 @@ def codes_workdir(folder, rng, sparse=True, dim=32):
     }
     codes.save_codes(os.path.join(folder, "codes"), sets, {})
     return folder
+
+
+def read_tensorboard_scalars(folder):
+    """``{tag: [(step, value), ...]}`` from every TensorBoard event file in ``folder`` (the
+    TFRecord framing: length, its CRC, the serialised Event, its CRC)."""
+    import glob
+    import struct as st
+
+    from tensorboardX.proto import event_pb2
+
+    out = {}
+    for path in sorted(glob.glob(os.path.join(folder, "events.out.tfevents*"))):
+        with open(path, "rb") as f:
+            blob = f.read()
+        pos = 0
+        while pos + 12 <= len(blob):
+            (length,) = st.unpack("<Q", blob[pos : pos + 8])
+            event = event_pb2.Event.FromString(blob[pos + 12 : pos + 12 + length])
+            pos += 12 + length + 4
+            for v in event.summary.value:
+                out.setdefault(v.tag, []).append((event.step, v.simple_value))
+    return out

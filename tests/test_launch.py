@@ -10,7 +10,12 @@ import time
 import jax
 import numpy as np
 import pytest
-from helpers import codes_workdir, smoke_config, write_fake_fashion_mnist
+from helpers import (
+    codes_workdir,
+    read_tensorboard_scalars,
+    smoke_config,
+    write_fake_fashion_mnist,
+)
 
 from sparse_flops import config as config_lib
 from sparse_flops import io_utils, train
@@ -111,6 +116,46 @@ def test_benchmark_mode_and_retrieval_side_never_import_jax(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "HEAVY []" in r.stdout
     assert (tmp_path / "w" / "report.json").exists()
+
+
+def test_default_run_is_quiet_and_writes_tensorboard_events(tmp_path):
+    env = {k: v for k, v in ENV.items() if k != "JAX_PLATFORMS"}  # as a user runs it
+    r = subprocess.run(
+        [
+            sys.executable,
+            "launch.py",
+            "--config=experiments/synthetic.py:smoke",
+            f"--workdir={tmp_path}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert lines and all("train.py" in line for line in lines[:4]), lines[:4]
+    for noise in ("Unable to initialize backend", "xla_bridge", "orbax", "is illegal"):
+        assert noise not in r.stderr
+    scalars = read_tensorboard_scalars(str(tmp_path))
+    for tag in (
+        "train/loss",
+        "train/penalty",
+        "train/penalty_weight",
+        "train/learning_rate",
+        "train/mean_nonzeros",
+        "train/r_sub",
+        "eval/precision_at_1",
+        "eval/map",
+        "eval/sum_p_squared",
+        "steps_per_sec",
+    ):
+        assert tag in scalars, sorted(scalars)
+    assert [s for s, _ in scalars["train/loss"]] == [4, 6, 8, 12]
+    assert [s for s, _ in scalars["eval/map"]] == [6, 12]
+    jsonl = [x for x in io_utils.read_jsonl(str(tmp_path / "metrics.jsonl")) if "train/loss" in x]
+    assert [v for _, v in scalars["train/loss"]] == pytest.approx([x["train/loss"] for x in jsonl])
 
 
 def test_unknown_config_key_fails_clearly(tmp_path):

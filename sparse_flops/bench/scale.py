@@ -14,7 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 from absl import logging
 
-from sparse_flops import metrics, retrieval
+from sparse_flops import logs, metrics, retrieval
 from sparse_flops.bench import report, timing
 from sparse_flops.config import as_tuple
 
@@ -79,21 +79,21 @@ def scale_benchmark(
     ``Q @ D.T`` + ``argpartition`` on the same codes (timed on ``scipy_queries`` queries, whose
     results are checked against ours). Writes the report files to ``out_dir``."""
     rows = []
-    for profile in profiles:
-        for nnz in mean_nnz:
-            row = _scale_row(
-                profile,
-                nnz,
-                n=n,
-                d=d,
-                num_queries=num_queries,
-                k=k,
-                repeats=repeats,
-                scipy_queries=scipy_queries,
-                seed=seed,
-            )
-            logging.info("scale %s", json.dumps(row))
-            rows.append(row)
+    jobs = [(profile, nnz) for profile in profiles for nnz in mean_nnz]
+    for profile, nnz in logs.progress(jobs, desc="scale benchmark", unit="row"):
+        row = _scale_row(
+            profile,
+            nnz,
+            n=n,
+            d=d,
+            num_queries=num_queries,
+            k=k,
+            repeats=repeats,
+            scipy_queries=scipy_queries,
+            seed=seed,
+        )
+        logging.info("scale %s", json.dumps(row))
+        rows.append(row)
     result = {"kind": "scale", "environment": timing.environment(), "rows": rows}
     report.write_report(result, out_dir)
     return result

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 from absl import logging
 
-from sparse_flops import baselines, codes, metrics
+from sparse_flops import baselines, codes, logs, metrics
 from sparse_flops.bench import regimes, timing
 from sparse_flops.bench import report as report_lib
 from sparse_flops.config import as_tuple
@@ -176,54 +176,52 @@ def benchmark_workdirs(workdirs: Sequence[str], out_dir: str, **settings) -> dic
     threshold = None if threshold < 0 else threshold
 
     rows: list[dict] = []
-    for regime in ("class", "instance"):
-        for e in exports:
-            if regime not in e.regimes:
-                continue
-            db, q = e.regimes[regime]
-            base = {
-                "codes": e.label,
-                "regime": regime,
-                "n": db.codes.shape[0],
-                "dim": e.dim,
-                "queries": q.codes.shape[0],
-            }
-            first = len(rows)
+    jobs = [(r, e) for r in ("class", "instance") for e in exports if r in e.regimes]
+    for regime, e in logs.progress(jobs, desc="benchmark", unit="code set"):
+        db, q = e.regimes[regime]
+        base = {
+            "codes": e.label,
+            "regime": regime,
+            "n": db.codes.shape[0],
+            "dim": e.dim,
+            "queries": q.codes.shape[0],
+        }
+        first = len(rows)
 
-            def add(method, queries=None, _db=db, _q=q, _base=base, **extra):
-                qq = _q.codes if queries is None else queries
-                rows.append(_row(_base, method, qq, _q.labels, _db.labels, **common, **extra))
+        def add(method, queries=None, _db=db, _q=q, _base=base, **extra):
+            qq = _q.codes if queries is None else queries
+            rows.append(_row(_base, method, qq, _q.labels, _db.labels, **common, **extra))
 
-            if e.sparse or "dense" in methods:
-                add(baselines.DenseMethod(db.codes, "blas"))
-            if not e.sparse:
-                if "faiss" in methods:
-                    add(baselines.DenseMethod(db.codes, "faiss"))
-            else:
-                cost = metrics.cost_summary(db.codes, q.codes)
-                stats = dict(
-                    expected_macs_per_query=cost["expected_macs_per_query"],
-                    mean_nonzeros=cost["mean_nonzeros"],
-                    r_sub=cost["r_sub"],
-                )
-                if "sparse" in methods:
-                    add(baselines.SparseMethod(db.codes), **stats)
-                    for t in as_tuple(s["sparse_thresholds"], float):
-                        add(baselines.SparseMethod(db.codes, t), **stats)
-                if "scipy" in methods:
-                    add(baselines.ScipyMethod(db.codes), **stats)
-                if "two_stage" in methods and reranker is not None and regime in reranker.regimes:
-                    _check_pair(e, reranker, regime)
-                    rdb, rq = reranker.regimes[regime]
-                    for cand in as_tuple(s["two_stage_candidates"], int):
-                        method = baselines.TwoStageMethod(db.codes, rdb.codes, cand, threshold)
-                        method.label += f", re-rank {reranker.label}"
-                        add(method, (q.codes, rq.codes), **stats)
-            if e is compact:
-                _compact_rows(add, db, s, methods)
-            ref = rows[first]["ms_per_query_1t"] if rows[first:] else float("nan")
-            for row in rows[first:]:
-                row["speedup_vs_dense_1t"] = ref / row["ms_per_query_1t"]
+        if e.sparse or "dense" in methods:
+            add(baselines.DenseMethod(db.codes, "blas"))
+        if not e.sparse:
+            if "faiss" in methods:
+                add(baselines.DenseMethod(db.codes, "faiss"))
+        else:
+            cost = metrics.cost_summary(db.codes, q.codes)
+            stats = dict(
+                expected_macs_per_query=cost["expected_macs_per_query"],
+                mean_nonzeros=cost["mean_nonzeros"],
+                r_sub=cost["r_sub"],
+            )
+            if "sparse" in methods:
+                add(baselines.SparseMethod(db.codes), **stats)
+                for t in as_tuple(s["sparse_thresholds"], float):
+                    add(baselines.SparseMethod(db.codes, t), **stats)
+            if "scipy" in methods:
+                add(baselines.ScipyMethod(db.codes), **stats)
+            if "two_stage" in methods and reranker is not None and regime in reranker.regimes:
+                _check_pair(e, reranker, regime)
+                rdb, rq = reranker.regimes[regime]
+                for cand in as_tuple(s["two_stage_candidates"], int):
+                    method = baselines.TwoStageMethod(db.codes, rdb.codes, cand, threshold)
+                    method.label += f", re-rank {reranker.label}"
+                    add(method, (q.codes, rq.codes), **stats)
+        if e is compact:
+            _compact_rows(add, db, s, methods)
+        ref = rows[first]["ms_per_query_1t"] if rows[first:] else float("nan")
+        for row in rows[first:]:
+            row["speedup_vs_dense_1t"] = ref / row["ms_per_query_1t"]
     report = {
         "kind": "codes",
         "environment": timing.environment(),
