@@ -71,10 +71,40 @@ def _abstract(x):
 
 
 def restore_or_keep(manager, state):
-    """``(restored state, True)`` from the latest checkpoint, or ``(state, False)`` if none."""
-    if manager.latest_step() is None:
+    """``(restored state, True)`` from the newest checkpoint that restores, or ``(state, False)``
+    when there is none.
+
+    A damaged or partial newest checkpoint is skipped with a warning that names it and says why,
+    and the next older one is tried; when none restores, a ``ValueError`` names the folder and
+    each step's failure (the checkpoints are left as they are).
+    """
+    steps = sorted(manager.all_steps(), reverse=True)
+    if not steps:
         return state, False
-    return restore(manager, state), True
+    failures = []
+    for step in steps:
+        try:
+            restored = restore(manager, state, step)
+        except Exception as e:  # noqa: BLE001 - damaged files raise many types; all are reported
+            failures.append(f"step {step}: {e}")
+            logging.getLogger("absl").warning(
+                "checkpoint %d in %s does not restore (%s); trying an older one",
+                step,
+                manager.directory,
+                str(e).splitlines()[0][:300],
+            )
+            continue
+        if failures:
+            logging.getLogger("absl").warning(
+                "resuming from checkpoint %d; skipped the newer %s", step, steps[: len(failures)]
+            )
+        return restored, True
+    raise ValueError(
+        f"no checkpoint in {manager.directory} restores into this config's model and optimiser "
+        f"(tried {steps}); nothing was changed. If the config changed, resume with the "
+        "workdir's config.json; otherwise the files are damaged. Failures:\n"
+        + "\n".join(f[:500] for f in failures)
+    )
 
 
 def close(manager) -> None:

@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,9 +105,40 @@ def save_set(folder: str, name: str, codes, labels: np.ndarray) -> None:
     )
 
 
-def save_codes(folder: str, sets: dict[str, CodeSet], metadata: dict) -> None:
-    """Writes ``sets`` and ``metadata.json`` (with per-set statistics added) to ``folder``."""
-    os.makedirs(folder, exist_ok=True)
+def save_codes(
+    folder: str,
+    sets: dict[str, CodeSet],
+    metadata: dict,
+    extra: Callable[[str], None] | None = None,
+) -> None:
+    """Writes ``sets`` and ``metadata.json`` (with per-set statistics added) as one unit.
+
+    Everything goes to a fresh folder beside ``folder`` (``extra(tmp_folder)`` may add files
+    there, e.g. JSON lines), which then replaces ``folder``: a killed or failed export leaves the
+    previous export whole, or (killed between the two renames) no ``folder`` at all, which the
+    loader reports; never files of two exports side by side.
+    """
+    folder = os.path.abspath(folder)
+    parent = os.path.dirname(folder)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}.new-", dir=parent)
+    try:
+        _write_codes(tmp, sets, metadata)
+        if extra is not None:
+            extra(tmp)
+        old = None
+        if os.path.exists(folder):
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}.old-", dir=parent)
+            os.replace(folder, os.path.join(old, "codes"))
+        os.replace(tmp, folder)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _write_codes(folder: str, sets: dict[str, CodeSet], metadata: dict) -> None:
     dims = {s.codes.shape[1] for s in sets.values()}
     if len(dims) != 1:
         raise CodesError(f"sets have different dimensions {sorted(dims)}")

@@ -156,13 +156,22 @@ def validate(config: ml_collections.ConfigDict) -> None:
     """
     from sparse_flops import data, losses, models, optim, regularizers, sharding
 
+    if config.seed < 0:
+        raise ValueError(f"config.seed must be >= 0, got {config.seed}")
     _one_of(config.data.source, data.SOURCES, "data.source")
+    for key in ("validation_size", "train_limit", "eval_limit"):
+        if config.data[key] < 0:
+            raise ValueError(f"config.data.{key} must be >= 0, got {config.data[key]}")
     _one_of(config.loss.name, losses.LOSSES, "loss.name")
+    _positive(config.loss, ("scale", "temperature"), "loss")
+    if config.loss.margin < 0:
+        raise ValueError(f"config.loss.margin must be >= 0, got {config.loss.margin}")
     reg = config.regularizer
     _one_of(reg.name, regularizers.PENALTIES, "regularizer.name")
     _one_of(reg.schedule, regularizers.SCHEDULES, "regularizer.schedule")
-    if reg.weight < 0:
-        raise ValueError(f"config.regularizer.weight must be >= 0, got {reg.weight}")
+    for key in ("weight", "warmup_steps"):
+        if reg[key] < 0:
+            raise ValueError(f"config.regularizer.{key} must be >= 0, got {reg[key]}")
     if reg.query_weight >= 0 and config.loss.name not in losses.TWO_VIEW_LOSSES:
         raise ValueError(
             "config.regularizer.query_weight applies only to losses with a query side and a "
@@ -175,17 +184,37 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _one_of(config.model.backbone, models.BACKBONES, "model.backbone")
     _one_of(config.model.activation, models.ACTIVATIONS, "model.activation")
     _positive(config.model, ("dim",), "model")
+    if config.model.threshold < 0:
+        raise ValueError(f"config.model.threshold must be >= 0, got {config.model.threshold}")
     _one_of(config.optimizer.name, optim.OPTIMIZERS, "optimizer.name")
     _one_of(config.optimizer.lr_schedule, optim.LR_SCHEDULES, "optimizer.lr_schedule")
     _positive(config.optimizer, ("learning_rate",), "optimizer")
+    for key in ("weight_decay", "grad_clip_norm", "warmup_steps", "momentum"):
+        if config.optimizer[key] < 0:
+            raise ValueError(f"config.optimizer.{key} must be >= 0, got {config.optimizer[key]}")
     _positive(
         config.train,
         ("num_steps", "batch_size", "log_every", "eval_every", "checkpoint_every"),
         "train",
     )
+    # Below 1 a finished run would keep no checkpoint at all.
+    _positive(config.train, ("max_checkpoints",), "train")
     _one_of(config.train.compute_dtype, ("float32", "bfloat16"), "train.compute_dtype")
     _one_of(config.mesh.param_sharding, sharding.PARAM_SHARDINGS, "mesh.param_sharding")
+    if config.mesh.data == 0 or config.mesh.data < -1:
+        raise ValueError(
+            f"config.mesh.data must be -1 (all devices) or positive, got {config.mesh.data}"
+        )
     _positive(config.eval, ("batch_size",), "eval")
+    if config.eval.num_queries < 0 or not all(k > 0 for k in config.eval.ks):
+        raise ValueError(
+            f"config.eval.num_queries must be >= 0 and config.eval.ks positive, got "
+            f"{config.eval.num_queries} and {tuple(config.eval.ks)}"
+        )
+    if config.export.instance_queries < 0:
+        raise ValueError(
+            f"config.export.instance_queries must be >= 0, got {config.export.instance_queries}"
+        )
     _positive(config.benchmark, ("k", "repeats"), "benchmark")
 
 

@@ -72,11 +72,15 @@ def export_workdir(config, workdir: str) -> dict:
         "instance_augment": dict(ec.instance_augment),
         "config": json.loads(config.to_json_best_effort()),
     }
-    folder = os.path.join(workdir, CODES_DIR)
-    codes.save_codes(folder, sets, meta)
-    if ec.jsonl:
+
+    def write_jsonl(tmp_folder):
         for name, s in sets.items():
             codes.to_jsonl(
-                os.path.join(folder, f"{name}.jsonl"), s.codes, quantize=ec.jsonl_quantize or None
+                os.path.join(tmp_folder, f"{name}.jsonl"),
+                s.codes,
+                quantize=ec.jsonl_quantize or None,
             )
+
+    folder = os.path.join(workdir, CODES_DIR)
+    codes.save_codes(folder, sets, meta, extra=write_jsonl if ec.jsonl else None)
     return codes.load_metadata(folder)

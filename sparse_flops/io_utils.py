@@ -2,10 +2,54 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import tempfile
 from collections.abc import Callable, Iterable
+
+
+class WorkdirLock:
+    """One writer per workdir: an exclusive ``flock`` on ``<workdir>/.lock``, held while the
+    context is open. The kernel drops it when the holder dies, so a killed run never leaves the
+    workdir locked. A second writer fails at once with ``RuntimeError``."""
+
+    def __init__(self, workdir: str):
+        self.path = os.path.join(workdir, ".lock")
+        self._fd = None
+
+    def __enter__(self):
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                holder = ""
+                try:
+                    with open(self.path) as f:
+                        holder = f.read().strip()
+                except OSError:
+                    pass
+                raise RuntimeError(
+                    f"{os.path.dirname(self.path)} is in use by another run ({
+                        holder or 'a live process'
+                    }); wait for it to finish or use another --workdir"
+                ) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}".encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc):
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+        return False
 
 
 def atomic_write(path: str, write: Callable[[str], None]) -> None:

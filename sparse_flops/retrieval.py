@@ -186,9 +186,27 @@ def _search_batch(queries, index, k, threshold, n_chunks, out):
             )
 
 
+def _checked_csr(x, what: str) -> sp.csr_matrix:
+    """``x`` as a float32 CSR copy (the clean-up after must not change the caller's matrix) whose
+    structure is valid: a malformed CSR (index out of range, bad ``indptr``) raises
+    ``ValueError`` here, before any numba kernel could read out of bounds."""
+    if sp.issparse(x):
+        try:
+            x.check_format(full_check=True)
+        except (ValueError, IndexError, TypeError) as e:
+            raise ValueError(f"{what} are a malformed sparse matrix: {e}") from e
+    try:
+        m = sp.csr_matrix(x, dtype=np.float32, copy=True)
+    except (ValueError, TypeError) as e:
+        raise ValueError(
+            f"{what} must be a 2-D array or scipy sparse matrix of numbers: {e}"
+        ) from e
+    m.check_format(full_check=True)
+    return m
+
+
 def _as_csr(x, d: int, what: str) -> sp.csr_matrix:
-    # A copy: the clean-up below must not change the caller's matrix.
-    m = sp.csr_matrix(x, dtype=np.float32, copy=True)
+    m = _checked_csr(x, what)
     if m.ndim != 2 or m.shape[1] != d:
         raise ValueError(f"{what} have shape {m.shape}; the index has dimension {d}")
     if m.nnz and not np.all(np.isfinite(m.data)):
@@ -202,16 +220,18 @@ def _as_csr(x, d: int, what: str) -> sp.csr_matrix:
 
 def as_database_csr(database) -> sp.csr_matrix:
     """A database ``(n, d)`` as validated float32 CSR without stored zeros."""
-    db = sp.csr_matrix(database, dtype=np.float32, copy=True)
+    db = _checked_csr(database, "database codes")
     if db.nnz and not np.all(np.isfinite(db.data)):
         raise ValueError("database codes contain NaN or infinite values")
     db.eliminate_zeros()
     return db
 
 
-def _check_k(k: int) -> int:
-    if int(k) != k or k <= 0:
-        raise ValueError(f"k must be a positive integer, got {k}")
+def _check_k(k) -> int:
+    """``k`` as an int; anything but a positive integer (bool, float, string, None, array) gets
+    the same ``ValueError``."""
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k <= 0:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
     return int(k)
 
 

@@ -9,6 +9,7 @@ their names once in :func:`build`, keyword-only, and bound with ``functools.part
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -316,83 +317,100 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     Writes ``config.json``, ``metrics.jsonl`` (one record per log or eval point; train metrics are
     means over the steps since the previous record), the same scalars as TensorBoard event files
     (``tensorboard --logdir``), and Orbax checkpoints to ``workdir``. A run whose checkpoint has
-    reached ``config.train.num_steps`` does not train again.
+    reached ``config.train.num_steps`` does not train again. One run at a time per workdir (a
+    second one fails at once); nothing in the workdir changes before the restore has succeeded.
     """
+    config_lib.validate(config)
+    chief = jax.process_index() == 0  # the one process that writes logs to the workdir
     os.makedirs(workdir, exist_ok=True)
+    lock = io_utils.WorkdirLock(workdir) if chief else contextlib.nullcontext()
+    with lock:
+        return _train_locked(config, workdir, chief)
+
+
+def _train_locked(config, workdir: str, chief: bool) -> dict[str, float]:
     splits = data.load_splits(config.data)
     train_split, eval_split = splits[config.data.train_split], splits[config.data.eval_split]
     setup = build(config, splits)
     tc = config.train
     state = setup.init_fn(train_split.inputs[:1])
-    if jax.process_index() == 0:
-        write_config(config, workdir)
-
     manager = checkpoint.make_manager(
         workdir, max_to_keep=tc.max_checkpoints, async_save=tc.async_checkpointing
     )
-    state, resumed = checkpoint.restore_or_keep(manager, state)
-    start = int(state.step)
-    if start >= tc.num_steps:
-        logging.info(
-            "workdir %s already holds step %d of %d: nothing to train", workdir, start, tc.num_steps
-        )
+    log = None
+    try:
+        state, resumed = checkpoint.restore_or_keep(manager, state)
+        start = int(state.step)
+        if chief:
+            write_config(config, workdir)
+        if start >= tc.num_steps:
+            logging.info(
+                "workdir %s already holds step %d of %d: nothing to train",
+                workdir,
+                start,
+                tc.num_steps,
+            )
+            return evaluation.evaluate(setup.embed_fn, state, eval_split, config.eval)
+        if resumed:
+            logging.info("resuming from step %d", start)
+        # Records past the checkpoint come from a killed run and will be written again.
+        log = logs.MetricLog(workdir, start if resumed else 0, enabled=chief)
+        return _loop(config, setup, state, start, train_split, eval_split, manager, log)
+    finally:
+        if log is not None:
+            log.close()
         checkpoint.close(manager)
-        return evaluation.evaluate(setup.embed_fn, state, eval_split, config.eval)
-    chief = jax.process_index() == 0  # the one process that writes logs to the workdir
-    if resumed:
-        logging.info("resuming from step %d", start)
-    # Records past the checkpoint come from a killed run and will be written again.
-    log = logs.MetricLog(workdir, start if resumed else 0, enabled=chief)
 
+
+def _loop(config, setup, state, start, train_split, eval_split, manager, log):
+    tc = config.train
     batcher = data.Batcher(
         train_split, tc.batch_size, config.seed, jax.process_index(), jax.process_count()
     )
     pending: list[tuple[int, dict]] = []
     last_eval: dict[str, float] = {}
     t_log, s_log = time.perf_counter(), start
-    try:
-        for step in range(start, tc.num_steps):
-            state, m = setup.step_fn(state, setup.put_batch(batcher.batch(step)))
-            pending.append((step + 1, m))
-            done = step + 1
-            last = done == tc.num_steps
-            if done % tc.log_every == 0 or last or done % tc.checkpoint_every == 0:
-                checked = _fetch_checked(pending)
-                pending = []
-                now = time.perf_counter()
-                rate = (done - s_log) / max(now - t_log, 1e-9)
-                t_log, s_log = now, done
-                m_mean = interval_means(checked)
-                log.write(
-                    done, {"steps_per_sec": rate, **{f"train/{k}": v for k, v in m_mean.items()}}
-                )
-                logging.info(
-                    "step %d/%d loss %.4f task %.4f penalty %.4g (w %.3g) nnz %.1f | %.2f steps/s,"
-                    " ETA %.0fs",
-                    done,
-                    tc.num_steps,
-                    m_mean["loss"],
-                    m_mean["task_loss"],
-                    m_mean["penalty"],
-                    m_mean["penalty_weight"],
-                    m_mean["mean_nonzeros"],
-                    rate,
-                    (tc.num_steps - done) / max(rate, 1e-9),
-                )
-            if done % tc.eval_every == 0 or last:
-                last_eval = evaluation.evaluate(setup.embed_fn, state, eval_split, config.eval)
-                log.write(done, {f"eval/{k}": v for k, v in last_eval.items()})
-                logging.info(
-                    "eval at step %d: %s",
-                    done,
-                    ", ".join(f"{k}={v:.4g}" for k, v in last_eval.items()),
-                )
-                t_log = time.perf_counter()  # steps/s measures training, not evaluation
-            if done % tc.checkpoint_every == 0 or last:
-                checkpoint.save(manager, done, state, force=last)
-    finally:
-        log.close()
-        checkpoint.close(manager)
+    for step in range(start, tc.num_steps):
+        state, m = setup.step_fn(state, setup.put_batch(batcher.batch(step)))
+        pending.append((step + 1, m))
+        done = step + 1
+        last = done == tc.num_steps
+        evaluate_now = done % tc.eval_every == 0 or last
+        save_now = done % tc.checkpoint_every == 0 or last
+        # Every pending step is checked for non-finite values before an evaluation or a
+        # checkpoint could record a broken model.
+        if done % tc.log_every == 0 or evaluate_now or save_now:
+            checked = _fetch_checked(pending)
+            pending = []
+            now = time.perf_counter()
+            rate = (done - s_log) / max(now - t_log, 1e-9)
+            t_log, s_log = now, done
+            m_mean = interval_means(checked)
+            log.write(done, {"steps_per_sec": rate, **{f"train/{k}": v for k, v in m_mean.items()}})
+            logging.info(
+                "step %d/%d loss %.4f task %.4f penalty %.4g (w %.3g) nnz %.1f | %.2f steps/s,"
+                " ETA %.0fs",
+                done,
+                tc.num_steps,
+                m_mean["loss"],
+                m_mean["task_loss"],
+                m_mean["penalty"],
+                m_mean["penalty_weight"],
+                m_mean["mean_nonzeros"],
+                rate,
+                (tc.num_steps - done) / max(rate, 1e-9),
+            )
+        if evaluate_now:
+            last_eval = evaluation.evaluate(setup.embed_fn, state, eval_split, config.eval)
+            log.write(done, {f"eval/{k}": v for k, v in last_eval.items()})
+            logging.info(
+                "eval at step %d: %s",
+                done,
+                ", ".join(f"{k}={v:.4g}" for k, v in last_eval.items()),
+            )
+            t_log = time.perf_counter()  # steps/s measures training, not evaluation
+        if save_now:
+            checkpoint.save(manager, done, state, force=last)
     return last_eval
 
 

@@ -123,3 +123,48 @@ def test_jsonl_roundtrip(tmp_path, quantize):
         assert back.data.max() == quantize
     with pytest.raises(codes.CodesError, match="positive integer"):
         codes.to_jsonl(path, db, quantize=0)
+
+
+def test_a_failed_export_leaves_the_previous_one_whole(tmp_path):
+    rng = np.random.default_rng(7)
+    folder = str(tmp_path / "codes")
+    first = make_sets(rng)
+    codes.save_codes(folder, first, {"step": 1})
+
+    def fail(tmp_folder):
+        raise KeyboardInterrupt  # killed while writing the new export
+
+    with pytest.raises(KeyboardInterrupt):
+        codes.save_codes(folder, make_sets(rng), {"step": 2}, extra=fail)
+    meta, loaded = codes.load_codes(folder)
+    assert meta["step"] == 1
+    np.testing.assert_array_equal(
+        loaded["database"].codes.toarray(), first["database"].codes.toarray()
+    )
+    assert os.listdir(tmp_path) == ["codes"]  # no temporary folder left behind
+    # a complete re-export replaces every file at once
+    second = make_sets(rng)
+    codes.save_codes(folder, second, {"step": 2})
+    meta, loaded = codes.load_codes(folder)
+    assert meta["step"] == 2
+    np.testing.assert_array_equal(loaded["queries"].labels, second["queries"].labels)
+    assert os.listdir(tmp_path) == ["codes"]
+
+
+def test_killed_between_the_swap_renames_reads_as_no_export(tmp_path, monkeypatch):
+    rng = np.random.default_rng(8)
+    folder = str(tmp_path / "codes")
+    codes.save_codes(folder, make_sets(rng), {"step": 1})
+    real = os.replace
+
+    def replace(src, dst):
+        if dst == os.path.abspath(folder):  # the old folder has moved away, the new one not in
+            raise KeyboardInterrupt
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        codes.save_codes(folder, make_sets(rng), {"step": 2})
+    monkeypatch.setattr(os, "replace", real)
+    with pytest.raises(codes.CodesError, match="export"):
+        codes.load_codes(folder)

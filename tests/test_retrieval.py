@@ -151,3 +151,29 @@ def test_topk_dense_breaks_ties_by_smallest_id():
     s, i = retrieval.topk_dense(scores, 2)
     np.testing.assert_array_equal(i, [[1, 2]])
     np.testing.assert_array_equal(s, [[2.0, 2.0]])
+
+
+@pytest.mark.parametrize("k", [0, -1, 2.5, 3.0, "3", None, True, np.array([3])])
+def test_any_non_integer_or_non_positive_k_gets_the_same_error(k):
+    index = retrieval.SparseIndex(sp.eye(5, format="csr", dtype=np.float32))
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        index.search(np.ones((1, 5)), k)
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        retrieval.DenseIndex(np.eye(5)).search(np.ones((1, 5)), k)
+    assert index.search(np.ones((1, 5)), np.int64(2))[1].shape == (1, 2)
+
+
+def test_malformed_csr_is_refused_before_the_kernel():
+    good = sp.random(6, 5, density=0.5, format="csr", dtype=np.float32, random_state=0)
+    index = retrieval.SparseIndex(good)
+    bad_index = good.copy()
+    bad_index.indices[0] = 99  # column out of range
+    bad_ptr = good.copy()
+    bad_ptr.indptr[2] = bad_ptr.indptr[3] + 5  # decreasing, past the data
+    for bad in (bad_index, bad_ptr):
+        with pytest.raises(ValueError, match="malformed"):
+            index.search(bad, 2)
+        with pytest.raises(ValueError, match="malformed"):
+            retrieval.SparseIndex(bad)
+    with pytest.raises(ValueError, match="2-D array"):
+        index.search([["a"] * 5], 1)

@@ -128,6 +128,12 @@ def test_query_weight_only_for_two_sided_losses(tmp_path):
         ("optimizer.lr_schedule", "linear", "config.optimizer.lr_schedule"),
         ("train.batch_size", 0, "config.train.batch_size"),
         ("train.compute_dtype", "float16", "config.train.compute_dtype"),
+        ("train.max_checkpoints", 0, "config.train.max_checkpoints"),
+        ("seed", -1, "config.seed"),
+        ("eval.batch_size", 0, "config.eval.batch_size"),
+        ("loss.temperature", 0.0, "config.loss.temperature"),
+        ("regularizer.warmup_steps", -5, "config.regularizer.warmup_steps"),
+        ("mesh.data", 0, "config.mesh.data"),
     ],
 )
 def test_bad_config_values_are_named(tmp_path, key, value, match):
@@ -188,3 +194,41 @@ def test_bfloat16_compute_keeps_float32_params(tmp_path):
     assert np.isfinite(result["map"])
     state, _, _ = train.load_trained_state(c, str(tmp_path))
     assert {x.dtype for x in jax.tree.leaves(state.params)} == {np.dtype("float32")}
+
+
+def test_relaunch_that_cannot_restore_changes_nothing(tmp_path):
+    c = smoke_config(**{"train.num_steps": 4, "train.checkpoint_every": 4})
+    train.train_and_evaluate(c, str(tmp_path))
+    before = {p: (tmp_path / p).read_bytes() for p in ("config.json", "metrics.jsonl")}
+    other = smoke_config(**{"train.num_steps": 8, "model.dim": 64})
+    with pytest.raises(ValueError, match="restores"):
+        train.train_and_evaluate(other, str(tmp_path))
+    assert {p: (tmp_path / p).read_bytes() for p in before} == before
+
+
+def test_damaged_latest_checkpoint_falls_back_to_an_older_one(tmp_path, caplog):
+    c = smoke_config(**{"train.num_steps": 8, "train.checkpoint_every": 4})
+    train.train_and_evaluate(c, str(tmp_path))
+    # damage every file of the newest checkpoint (step 8)
+    for root, _, files in os.walk(tmp_path / "checkpoints" / "8"):
+        for f in files:
+            with open(os.path.join(root, f), "wb") as fh:
+                fh.write(b"garbage")
+    longer = smoke_config(**{"train.num_steps": 12, "train.checkpoint_every": 4})
+    with caplog.at_level("WARNING"):
+        train.train_and_evaluate(longer, str(tmp_path))
+    assert "checkpoint 8" in caplog.text and "resuming from checkpoint 4" in caplog.text
+    straight = smoke_config(**{"train.num_steps": 12, "train.checkpoint_every": 4})
+    train.train_and_evaluate(straight, str(tmp_path / "straight"))
+    assert_trees_equal(
+        params_of(longer, str(tmp_path)), params_of(straight, str(tmp_path / "straight"))
+    )
+
+
+def test_one_writer_per_workdir(tmp_path):
+    with io_utils.WorkdirLock(str(tmp_path)):
+        with pytest.raises(RuntimeError, match="in use by another run"):
+            train.train_and_evaluate(smoke_config(), str(tmp_path))
+    assert not os.path.exists(tmp_path / "checkpoints")
+    # released on exit (and by the kernel when a holder dies): the run goes ahead
+    train.train_and_evaluate(smoke_config(**{"train.num_steps": 4}), str(tmp_path))
