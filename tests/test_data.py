@@ -108,6 +108,12 @@ def test_features_npz(tmp_path):
     (tmp_path / "test.npz").write_bytes(b"junk")
     with pytest.raises(data.DataError, match="corrupt"):
         features.load(str(tmp_path))
+    np.savez(tmp_path / "test.npz", inputs=rng.random((3, 5)), labels=np.arange(3))
+    with pytest.raises(data.DataError, match="different input shapes"):
+        features.load(str(tmp_path))
+    np.savez(tmp_path / "test.npz", inputs=rng.random((3, 4)), labels=np.array([0, -1, 2]))
+    with pytest.raises(data.DataError, match=r"test.npz: labels must be in \[0"):
+        features.load(str(tmp_path))
 
 
 def test_synthetic_is_seeded_and_class_structured():

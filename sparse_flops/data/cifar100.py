@@ -23,12 +23,20 @@ def load_split(path: str) -> ArraySplit:
     try:
         with open(path, "rb") as f:
             batch = pickle.load(f, encoding="bytes")
-    except (pickle.UnpicklingError, EOFError, ValueError, AttributeError) as e:
-        raise DataError(f"CIFAR-100 file {path} is corrupt or truncated ({e}); {_FIX}") from e
+    except Exception as e:  # noqa: BLE001 - arbitrary bytes make pickle raise almost anything
+        raise DataError(f"CIFAR-100 file {path} is corrupt or truncated ({e!r}); {_FIX}") from e
     if not isinstance(batch, dict) or b"data" not in batch or b"fine_labels" not in batch:
         raise DataError(f"{path} is not a CIFAR-100 pickle (no b'data' / b'fine_labels'); {_FIX}")
-    data = np.asarray(batch[b"data"], dtype=np.uint8)
-    labels = np.asarray(batch[b"fine_labels"], dtype=np.int64)
+    try:
+        data = np.asarray(batch[b"data"])
+        labels = np.asarray(batch[b"fine_labels"])
+    except (ValueError, TypeError) as e:
+        raise DataError(f"{path}: data or fine labels are not arrays ({e}); {_FIX}") from e
+    if data.dtype != np.uint8 or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(
+            f"{path}: data must be uint8 and fine labels integers, got {data.dtype} and "
+            f"{labels.dtype}; {_FIX}"
+        )
     if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
         raise DataError(
             f"{path}: data has shape {data.shape} with {len(labels)} labels; "

@@ -35,6 +35,12 @@ def load_split(path: str) -> ArraySplit:
         )
     if len(inputs) != len(labels):
         raise DataError(f"{path}: {len(inputs)} inputs but {len(labels)} labels")
+    if inputs.ndim < 2:
+        raise DataError(f"{path}: inputs must be (n, ...) with a feature axis, got {inputs.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() > np.iinfo(np.int32).max):
+        raise DataError(
+            f"{path}: labels must be in [0, 2^31), got [{labels.min()}, {labels.max()}]"
+        )
     if not np.all(np.isfinite(inputs)):
         raise DataError(f"{path}: inputs contain NaN or infinite values")
     return ArraySplit(inputs.astype(np.float32), labels.astype(np.int32))
@@ -44,4 +50,11 @@ def load(data_dir: str, splits=("train", "test")) -> dict[str, ArraySplit]:
     """``{name: split}`` from ``data_dir/<name>.npz`` for each name in ``splits``."""
     if not os.path.isdir(data_dir):
         raise DataError(f"feature folder {data_dir} does not exist; set --config.data.dir")
-    return {name: load_split(os.path.join(data_dir, f"{name}.npz")) for name in splits}
+    out = {name: load_split(os.path.join(data_dir, f"{name}.npz")) for name in splits}
+    shapes = {name: s.inputs.shape[1:] for name, s in out.items()}
+    if len(set(shapes.values())) > 1:
+        raise DataError(
+            f"the splits in {data_dir} have different input shapes {shapes}; every split's "
+            "inputs must have one shape per item"
+        )
+    return out
