@@ -243,7 +243,7 @@ class LSHMethod(Method):
         dist, ids = self.index.search(self.encode(q), min(depth, self.n))
         ids = np.asarray(ids, np.int64)
         if self.rerank_k:
-            return retrieval.rerank(ids, q, self.db, k)
+            return retrieval.rerank(ids, q, self.db, k, num_threads=num_threads)
         scores = -np.asarray(dist, np.float32)
         s, i = _faiss_result(scores, ids)
         out_s = np.full((len(q), k), -np.inf, np.float32)
@@ -363,7 +363,7 @@ class TwoStageMethod(Method):
                 f"{self.db.shape[1]}"
             )
         _, cand = self.sparse.search(q_sparse, max(k, self.candidates), num_threads)
-        return retrieval.rerank(cand, q_dense, self.db, k)
+        return retrieval.rerank(cand, q_dense, self.db, k, num_threads=num_threads)
 
     def bytes_per_item(self):
         return self.sparse.bytes_per_item() + 4.0 * self.db.shape[1]

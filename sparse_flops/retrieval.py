@@ -14,6 +14,8 @@ which still ranks above negative scores of signed codes; the search accounts for
 
 from __future__ import annotations
 
+import contextlib
+
 import numba
 import numpy as np
 import scipy.sparse as sp
@@ -235,6 +237,19 @@ def _check_k(k) -> int:
     return int(k)
 
 
+@contextlib.contextmanager
+def _numba_threads(num_threads: int | None):
+    """numba's thread count inside the block: ``num_threads`` (None or 0 = all)."""
+    previous = numba.get_num_threads()
+    numba.set_num_threads(
+        min(num_threads or numba.config.NUMBA_NUM_THREADS, numba.config.NUMBA_NUM_THREADS)
+    )
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
+
+
 class SparseIndex:
     """An inverted index over a CSR database ``(n, d)``.
 
@@ -305,10 +320,7 @@ class SparseIndex:
         ids = np.full((nq, k), -1, np.int64)
         postings = np.zeros(nq, np.int64)
         if nq and kk:
-            threads = num_threads or numba.config.NUMBA_NUM_THREADS
-            previous = numba.get_num_threads()
-            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-            try:
+            with _numba_threads(num_threads):
                 chunks = max(1, min(nq, 4 * numba.get_num_threads()))
                 s, i = scores[:, :kk].copy(), ids[:, :kk].copy()
                 _search_batch(
@@ -320,8 +332,6 @@ class SparseIndex:
                     (s, i, postings),
                 )
                 scores[:, :kk], ids[:, :kk] = s, i
-            finally:
-                numba.set_num_threads(previous)
         if return_costs:
             return scores, ids, postings
         return scores, ids
@@ -423,27 +433,53 @@ def scipy_search(database: sp.csr_matrix, queries, k: int, chunk: int = 64):
     return out_s, out_i
 
 
+@numba.njit(cache=True, parallel=True)
+def _candidate_scores(q, db, ids, out):
+    """``out[r, c] = q[r] . db[ids[r, c]]`` (``-inf`` where ``ids`` is ``-1``), one query per
+    thread, without gathering the candidates' vectors into a ``(q, c, e)`` array."""
+    for r in prange(q.shape[0]):
+        for c in range(ids.shape[1]):
+            i = ids[r, c]
+            if i < 0:
+                out[r, c] = -np.inf
+                continue
+            acc = np.float32(0.0)
+            for e in range(q.shape[1]):
+                acc += q[r, e] * db[i, e]
+            out[r, c] = acc
+
+
 def rerank(
     candidate_ids: np.ndarray,
     query_dense: np.ndarray,
     database_dense: np.ndarray,
     k: int,
+    *,
+    num_threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Re-scores each query's candidates ``(q, c)`` (``-1`` = none) with dense embeddings
-    (``(q, e)`` and ``(n, e)``) and keeps the best ``k`` by dense inner product."""
+    (``(q, e)`` and ``(n, e)``) and keeps the best ``k`` by dense inner product (ties: smaller
+    id first). Memory stays ``O(q c)`` whatever ``e``."""
     k = _check_k(k)
-    q = np.asarray(query_dense, np.float32)
-    valid = candidate_ids >= 0
-    safe = np.where(valid, candidate_ids, 0)
-    cand = np.asarray(database_dense, np.float32)[safe]  # (q, c, e)
-    scores = np.einsum("qe,qce->qc", q, cand)
-    scores = np.where(valid, scores, -np.inf).astype(np.float32)
+    q = np.ascontiguousarray(query_dense, np.float32)
+    db = np.ascontiguousarray(database_dense, np.float32)
+    ids_in = np.ascontiguousarray(candidate_ids, np.int64)
+    if q.ndim != 2 or db.ndim != 2 or q.shape[1] != db.shape[1]:
+        raise ValueError(f"dense queries {q.shape} and database {db.shape} do not match")
+    if ids_in.shape[0] != q.shape[0] or (ids_in.size and ids_in.max() >= db.shape[0]):
+        raise ValueError(
+            f"candidates {ids_in.shape} do not fit {q.shape[0]} queries and {db.shape[0]} items"
+        )
+    valid = ids_in >= 0
+    scores = np.empty(ids_in.shape, np.float32)
+    with _numba_threads(num_threads):
+        _candidate_scores(q, db, ids_in, scores)
     out_s = np.full((len(q), k), -np.inf, np.float32)
     out_i = np.full((len(q), k), -1, np.int64)
-    kk = min(k, candidate_ids.shape[1])
-    order = order_rows(scores, np.where(valid, candidate_ids, np.iinfo(np.int64).max))[:, :kk]
+    kk = min(k, ids_in.shape[1])
+    order = order_rows(scores, np.where(valid, ids_in, np.iinfo(np.int64).max))[:, :kk]
     out_s[:, :kk] = np.take_along_axis(scores, order, axis=1)
-    ids = np.take_along_axis(candidate_ids, order, axis=1)
+    ids = np.take_along_axis(ids_in, order, axis=1)
     out_i[:, :kk] = np.where(np.isfinite(out_s[:, :kk]), ids, -1)
     return out_s, out_i
 
@@ -464,4 +500,4 @@ def search_with_rerank(
     _, cand = index.search(
         queries, max(k, rerank_candidates), threshold=threshold, num_threads=num_threads
     )
-    return rerank(cand, query_dense, database_dense, k)
+    return rerank(cand, query_dense, database_dense, k, num_threads=num_threads)

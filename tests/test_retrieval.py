@@ -177,3 +177,23 @@ def test_malformed_csr_is_refused_before_the_kernel():
             retrieval.SparseIndex(bad)
     with pytest.raises(ValueError, match="2-D array"):
         index.search([["a"] * 5], 1)
+
+
+def test_rerank_matches_a_numpy_reference_and_checks_its_inputs():
+    rng = np.random.default_rng(9)
+    db = rng.standard_normal((50, 7)).astype(np.float32)
+    q = rng.standard_normal((4, 7)).astype(np.float32)
+    cand = np.stack([rng.choice(50, 12, replace=False) for _ in range(4)])
+    cand[1, 3:] = -1  # fewer candidates than slots
+    for threads in (1, 2):
+        s, i = retrieval.rerank(cand, q, db, 5, num_threads=threads)
+        for r in range(4):
+            live = cand[r][cand[r] >= 0]
+            ref = live[np.argsort(-(db[live] @ q[r]), kind="stable")][:5]
+            np.testing.assert_array_equal(i[r, : len(ref)], ref)
+            np.testing.assert_allclose(s[r, : len(ref)], db[ref] @ q[r], rtol=1e-5)
+        assert np.all(i[1, 3:] == -1) and np.all(np.isneginf(s[1, 3:]))
+    with pytest.raises(ValueError, match="do not fit"):
+        retrieval.rerank(np.full((4, 2), 50), q, db, 1)
+    with pytest.raises(ValueError, match="do not match"):
+        retrieval.rerank(cand, q[:, :3], db, 1)
