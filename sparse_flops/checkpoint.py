@@ -7,8 +7,10 @@ intact and the half-written one is ignored on restore.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 
 import jax
 import orbax.checkpoint as ocp
@@ -70,6 +72,34 @@ def _abstract(x):
     return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
 
 
+# What Orbax's and tensorstore's background threads print when a restore fails half-way: noise
+# after the real error, which would bury ours.
+_BACKGROUND_NOISE = ("Event loop is closed", "cannot schedule new futures after")
+
+
+@contextlib.contextmanager
+def _quiet_background_errors():
+    """Drops the background threads' follow-up errors of a failed restore (printed through
+    ``sys.excepthook``); every other error still prints."""
+    previous = sys.excepthook
+
+    def hook(kind, value, tb):
+        if isinstance(value, RuntimeError) and any(n in str(value) for n in _BACKGROUND_NOISE):
+            return
+        previous(kind, value, tb)
+
+    sys.excepthook = hook
+    try:
+        yield
+    finally:
+        sys.excepthook = previous
+
+
+def _first_line(e: BaseException, limit: int = 300) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:limit]
+
+
 def restore_or_keep(manager, state):
     """``(restored state, True)`` from the newest checkpoint that restores, or ``(state, False)``
     when there is none.
@@ -84,14 +114,15 @@ def restore_or_keep(manager, state):
     failures = []
     for step in steps:
         try:
-            restored = restore(manager, state, step)
+            with _quiet_background_errors():
+                restored = restore(manager, state, step)
         except Exception as e:  # noqa: BLE001 - damaged files raise many types; all are reported
-            failures.append(f"step {step}: {e}")
+            failures.append(f"step {step}: {_first_line(e)}")
             logging.getLogger("absl").warning(
                 "checkpoint %d in %s does not restore (%s); trying an older one",
                 step,
                 manager.directory,
-                str(e).splitlines()[0][:300],
+                _first_line(e),
             )
             continue
         if failures:
@@ -103,7 +134,7 @@ def restore_or_keep(manager, state):
         f"no checkpoint in {manager.directory} restores into this config's model and optimiser "
         f"(tried {steps}); nothing was changed. If the config changed, resume with the "
         "workdir's config.json; otherwise the files are damaged. Failures:\n"
-        + "\n".join(f[:500] for f in failures)
+        + "\n".join(failures)
     )
 
 

@@ -158,6 +158,23 @@ def test_default_run_is_quiet_and_writes_tensorboard_events(tmp_path):
     assert [v for _, v in scalars["train/loss"]] == pytest.approx([x["train/loss"] for x in jsonl])
 
 
+def test_failed_resume_ends_with_our_error_not_background_tracebacks(tmp_path):
+    r = launch("--config=experiments/synthetic.py:smoke", f"--workdir={tmp_path}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    config_before = (tmp_path / "config.json").read_text()
+    r = launch(
+        "--config=experiments/synthetic.py:smoke",
+        f"--workdir={tmp_path}",
+        "--config.model.dim=64",
+        "--config.train.num_steps=20",
+    )
+    assert r.returncode != 0
+    assert "Event loop is closed" not in r.stderr and "cannot schedule" not in r.stderr
+    tail = "\n".join(r.stderr.strip().splitlines()[-4:])
+    assert "restores into this config's model" in tail or "does not fit the model" in tail
+    assert (tmp_path / "config.json").read_text() == config_before
+
+
 def test_unknown_config_key_fails_clearly(tmp_path):
     r = launch(
         "--config=experiments/synthetic.py:smoke",
