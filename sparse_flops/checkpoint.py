@@ -7,7 +7,6 @@ intact and the half-written one is ignored on restore.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import sys
@@ -39,7 +38,9 @@ def make_manager(workdir: str, *, max_to_keep: int = 3, async_save: bool = True)
         enable_async_checkpointing=async_save,
         cleanup_tmp_directories=True,
     )
-    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
+    return ocp.CheckpointManager(
+        checkpoint_dir(workdir), options=options, item_handlers=ocp.StandardCheckpointHandler()
+    )
 
 
 def save(manager, step: int, state, *, force: bool = False) -> bool:
@@ -54,6 +55,7 @@ def restore(manager, target, step: int | None = None):
     if step is None:
         raise FileNotFoundError(f"no checkpoint in {manager.directory}")
     abstract = jax.tree.map(_abstract, target)
+    _check_fits(manager, step, abstract)
     try:
         return manager.restore(step, args=ocp.args.StandardRestore(abstract))
     except (ValueError, KeyError, TypeError) as e:
@@ -63,6 +65,43 @@ def restore(manager, target, step: int | None = None):
             f"resume with the config in the workdir's config.json or use a fresh --workdir. "
             f"Orbax said: {e}"
         ) from e
+
+
+def _shapes_by_path(tree) -> dict[tuple, tuple]:
+    def name(k):
+        for attr in ("key", "name", "idx"):
+            if hasattr(k, attr):
+                return str(getattr(k, attr))
+        return str(k)
+
+    leaves = jax.tree_util.tree_leaves_with_path(tree)
+    return {tuple(name(k) for k in path): tuple(leaf.shape) for path, leaf in leaves}
+
+
+def _check_fits(manager, step: int, abstract) -> None:
+    """Compares the saved arrays' names and shapes with the target's before Orbax reads any
+    data: a checkpoint of another model or optimiser fails here, cleanly, rather than half-way
+    through an asynchronous restore."""
+    try:
+        saved = _shapes_by_path(manager.item_metadata(step))
+    except Exception as e:  # noqa: BLE001 - unreadable metadata: let the restore report it
+        logging.getLogger("absl").debug("no metadata for checkpoint %d: %s", step, e)
+        return
+    if not saved:
+        return
+    wanted = _shapes_by_path(abstract)
+    differ = [
+        f"{'/'.join(p)}: saved {saved.get(p)}, wanted {wanted.get(p)}"
+        for p in sorted(set(saved) | set(wanted))
+        if saved.get(p) != wanted.get(p)
+    ]
+    if differ:
+        raise ValueError(
+            f"checkpoint {step} in {manager.directory} does not fit the model or optimiser of "
+            "this config (was it written with another backbone, dimension or optimiser?); "
+            "resume with the config in the workdir's config.json or use a fresh --workdir. "
+            f"{len(differ)} arrays differ, e.g. {differ[0]}"
+        )
 
 
 def _abstract(x):
@@ -77,10 +116,12 @@ def _abstract(x):
 _BACKGROUND_NOISE = ("Event loop is closed", "cannot schedule new futures after")
 
 
-@contextlib.contextmanager
-def _quiet_background_errors():
-    """Drops the background threads' follow-up errors of a failed restore (printed through
-    ``sys.excepthook``); every other error still prints."""
+def _quiet_background_errors() -> None:
+    """From now on, drops the follow-up errors that background threads print (through
+    ``sys.excepthook``) after a failed restore, which may come after the restore has returned;
+    every other error still prints. Installed once, on the first failed restore."""
+    if getattr(sys.excepthook, "_sparse_flops_filter", False):
+        return
     previous = sys.excepthook
 
     def hook(kind, value, tb):
@@ -88,11 +129,8 @@ def _quiet_background_errors():
             return
         previous(kind, value, tb)
 
+    hook._sparse_flops_filter = True
     sys.excepthook = hook
-    try:
-        yield
-    finally:
-        sys.excepthook = previous
 
 
 def _first_line(e: BaseException, limit: int = 300) -> str:
@@ -114,9 +152,9 @@ def restore_or_keep(manager, state):
     failures = []
     for step in steps:
         try:
-            with _quiet_background_errors():
-                restored = restore(manager, state, step)
+            restored = restore(manager, state, step)
         except Exception as e:  # noqa: BLE001 - damaged files raise many types; all are reported
+            _quiet_background_errors()
             failures.append(f"step {step}: {_first_line(e)}")
             logging.getLogger("absl").warning(
                 "checkpoint %d in %s does not restore (%s); trying an older one",
