@@ -232,3 +232,23 @@ def test_one_writer_per_workdir(tmp_path):
     assert not os.path.exists(tmp_path / "checkpoints")
     # released on exit (and by the kernel when a holder dies): the run goes ahead
     train.train_and_evaluate(smoke_config(**{"train.num_steps": 4}), str(tmp_path))
+
+
+def test_no_evaluation_or_checkpoint_of_a_diverged_model(tmp_path):
+    # evaluation every 3 steps, logs and checkpoints rarely: the pending steps are still
+    # checked before each evaluation, so a NaN model is never evaluated or saved
+    bad = smoke_config(
+        **{
+            "train.num_steps": 12,
+            "train.log_every": 100,
+            "train.checkpoint_every": 100,
+            "train.eval_every": 3,
+            "optimizer.learning_rate": 1e30,
+        }
+    )
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        train.train_and_evaluate(bad, str(tmp_path))
+    records = io_utils.read_jsonl(str(tmp_path / "metrics.jsonl"))
+    for r in records:
+        assert all(np.isfinite(v) for k, v in r.items() if k.startswith("eval/")), r
+    assert not os.path.exists(tmp_path / "checkpoints") or not os.listdir(tmp_path / "checkpoints")
