@@ -171,8 +171,7 @@ def restore_or_keep(manager, state):
     raise ValueError(
         f"no checkpoint in {manager.directory} restores into this config's model and optimiser "
         f"(tried {steps}); nothing was changed. If the config changed, resume with the "
-        "workdir's config.json; otherwise the files are damaged. Failures:\n"
-        + "\n".join(failures)
+        "workdir's config.json; otherwise the files are damaged. Failures:\n" + "\n".join(failures)
     )
 
 

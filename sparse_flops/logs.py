@@ -15,8 +15,8 @@ from tqdm.auto import tqdm
 from sparse_flops import io_utils
 
 # Loggers whose INFO lines say nothing a user of this project acts on (JAX probing for TPU and
-# proxy backends, Orbax's per-save chatter).
-NOISY_LOGGERS = ("jax._src.xla_bridge", "jax._src.compiler", "orbax", "absl.orbax")
+# proxy backends, Orbax's per-save chatter, faiss announcing its build).
+NOISY_LOGGERS = ("jax._src.xla_bridge", "jax._src.compiler", "orbax", "absl.orbax", "faiss.loader")
 
 
 def quiet_third_party(verbose: bool = False) -> None:
