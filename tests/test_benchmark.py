@@ -76,6 +76,7 @@ def test_benchmark_workdirs_writes_reports(tmp_path):
         assert ("small", regime, "PCA + exact") not in methods
         pca = [r for r in rows if r["regime"] == regime and r["method"] == "PCA + exact"]
         assert [r["setting"] for r in pca] == ["k=8"]
+        assert pca[0]["params"] == {"pca_dim": 8}
         sel = [r for r in rows if r["codes"] == "sparse" and r["regime"] == regime]
         by = {(r["method"], r["setting"]): r for r in sel}
         exact = [by[("sparse index (ours)", "")], by[("scipy Q@D.T + argpartition", "")]]

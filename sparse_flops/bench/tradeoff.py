@@ -128,6 +128,7 @@ def _row(base, method, queries, q_labels, db_labels, *, k, ks, repeats, threads,
         **base,
         "method": method.family,
         "setting": method.label,
+        "params": method.params(),  # machine-readable parameter values (report.json)
         **metrics.topk_metrics(ids, q_labels, db_labels, ks=ks),
         "bytes_per_item": method.bytes_per_item(),
         "macs_per_query": method.ops_per_query(queries),
