@@ -70,14 +70,19 @@ class Method:
 
 class SparseMethod(Method):
     """Our numba inverted index on sparse codes (optional score threshold). Cost: the postings
-    each query walks, measured (one multiply-add each); memory: 8 bytes per posting."""
+    each query walks, measured (one multiply-add each); memory: 8 bytes per posting.
+    ``database`` may be an already built :class:`~sparse_flops.retrieval.SparseIndex`, so that
+    several methods over one database share one index (and report its build time)."""
 
     family = "sparse index (ours)"
 
     def __init__(self, database, threshold: float | None = None):
-        t0 = time.perf_counter()
-        self.index = retrieval.SparseIndex(database)
-        self.build_s = time.perf_counter() - t0
+        self.index = (
+            database
+            if isinstance(database, retrieval.SparseIndex)
+            else retrieval.SparseIndex(database)
+        )
+        self.build_s = self.index.build_s
         self.threshold = threshold
         self.label = "" if threshold is None else f"t={threshold:g}"
         self._postings = None
@@ -102,12 +107,13 @@ class SparseMethod(Method):
 
 class ScipyMethod(Method):
     """scipy's sparse product ``Q @ D.T`` then ``argpartition`` (the straightforward baseline
-    of the sparse index); single-threaded. Cost and memory as :class:`SparseMethod`."""
+    of the sparse index); single-threaded. Cost and memory as :class:`SparseMethod` (``index``:
+    an already built index of ``database`` to measure them on)."""
 
     family = "scipy Q@D.T + argpartition"
 
-    def __init__(self, database):
-        self.sparse = SparseMethod(database)
+    def __init__(self, database, index: retrieval.SparseIndex | None = None):
+        self.sparse = SparseMethod(database if index is None else index)
         self._csr = retrieval.as_database_csr(database)
 
     def search(self, queries, k, num_threads=1):
@@ -338,8 +344,6 @@ class TwoStageMethod(Method):
     def __init__(
         self, sparse_database, dense_database, candidates: int, threshold: float | None = None
     ):
-        if sp.issparse(dense_database):
-            dense_database = dense_database.toarray()
         self.sparse = SparseMethod(sparse_database, threshold)
         self.db = _dense(dense_database)
         if self.db.shape[0] != self.sparse.index.n:

@@ -15,6 +15,7 @@ which still ranks above negative scores of signed codes; the search accounts for
 from __future__ import annotations
 
 import contextlib
+import time
 
 import numba
 import numpy as np
@@ -262,6 +263,7 @@ class SparseIndex:
     def __init__(self, database, block_size: int = 65536):
         if block_size <= 0:
             raise ValueError(f"block_size must be positive, got {block_size}")
+        t0 = time.perf_counter()
         db = as_database_csr(database)
         csc = db.tocsc()
         csc.sort_indices()
@@ -271,6 +273,7 @@ class SparseIndex:
         self.post_vals = csc.data.astype(np.float32)
         self.block_size = int(min(block_size, max(1, self.n)))
         self.block_ptr = _block_pointers(self.post_ptr, self.post_rows, self.n, self.block_size)
+        self.build_s = time.perf_counter() - t0  # wall time of this build
 
     def arrays(self) -> tuple:
         """The structure the numba kernels take: ``(block_ptr (d, nb + 1), post_rows,

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 from absl import logging
 
-from sparse_flops import baselines, codes, logs, metrics
+from sparse_flops import baselines, codes, logs, metrics, retrieval
 from sparse_flops.bench import regimes, timing
 from sparse_flops.bench import report as report_lib
 from sparse_flops.config import as_tuple
@@ -205,17 +205,18 @@ def benchmark_workdirs(workdirs: Sequence[str], out_dir: str, **settings) -> dic
                 mean_nonzeros=cost["mean_nonzeros"],
                 r_sub=cost["r_sub"],
             )
+            index = retrieval.SparseIndex(db.codes)  # one build, shared by the rows below
             if "sparse" in methods:
-                add(baselines.SparseMethod(db.codes), **stats)
+                add(baselines.SparseMethod(index), **stats)
                 for t in as_tuple(s["sparse_thresholds"], float):
-                    add(baselines.SparseMethod(db.codes, t), **stats)
+                    add(baselines.SparseMethod(index, t), **stats)
             if "scipy" in methods:
-                add(baselines.ScipyMethod(db.codes), **stats)
+                add(baselines.ScipyMethod(db.codes, index), **stats)
             if "two_stage" in methods and reranker is not None and regime in reranker.regimes:
                 _check_pair(e, reranker, regime)
                 rdb, rq = reranker.regimes[regime]
                 for cand in as_tuple(s["two_stage_candidates"], int):
-                    method = baselines.TwoStageMethod(db.codes, rdb.codes, cand, threshold)
+                    method = baselines.TwoStageMethod(index, rdb.codes, cand, threshold)
                     method.label += f", re-rank {reranker.label}"
                     add(method, (q.codes, rq.codes), **stats)
         if e is compact:
