@@ -135,7 +135,8 @@ def as_tuple(value, cast=str) -> tuple:
     return tuple(cast(v) for v in items)
 
 
-def _positive(section, keys: tuple[str, ...], where: str) -> None:
+def require_positive(section, keys: tuple[str, ...], where: str) -> None:
+    """Raises ``ValueError`` naming ``config.<where>.<key>`` for each key not > 0."""
     for key in keys:
         if section[key] <= 0:
             raise ValueError(f"config.{where}.{key} must be positive, got {section[key]}")
@@ -163,7 +164,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         if config.data[key] < 0:
             raise ValueError(f"config.data.{key} must be >= 0, got {config.data[key]}")
     _one_of(config.loss.name, losses.LOSSES, "loss.name")
-    _positive(config.loss, ("scale", "temperature"), "loss")
+    require_positive(config.loss, ("scale", "temperature"), "loss")
     if config.loss.margin < 0:
         raise ValueError(f"config.loss.margin must be >= 0, got {config.loss.margin}")
     reg = config.regularizer
@@ -183,29 +184,29 @@ def validate(config: ml_collections.ConfigDict) -> None:
         )
     _one_of(config.model.backbone, models.BACKBONES, "model.backbone")
     _one_of(config.model.activation, models.ACTIVATIONS, "model.activation")
-    _positive(config.model, ("dim",), "model")
+    require_positive(config.model, ("dim",), "model")
     if config.model.threshold < 0:
         raise ValueError(f"config.model.threshold must be >= 0, got {config.model.threshold}")
     _one_of(config.optimizer.name, optim.OPTIMIZERS, "optimizer.name")
     _one_of(config.optimizer.lr_schedule, optim.LR_SCHEDULES, "optimizer.lr_schedule")
-    _positive(config.optimizer, ("learning_rate",), "optimizer")
+    require_positive(config.optimizer, ("learning_rate",), "optimizer")
     for key in ("weight_decay", "grad_clip_norm", "warmup_steps", "momentum"):
         if config.optimizer[key] < 0:
             raise ValueError(f"config.optimizer.{key} must be >= 0, got {config.optimizer[key]}")
-    _positive(
+    require_positive(
         config.train,
         ("num_steps", "batch_size", "log_every", "eval_every", "checkpoint_every"),
         "train",
     )
     # Below 1 a finished run would keep no checkpoint at all.
-    _positive(config.train, ("max_checkpoints",), "train")
+    require_positive(config.train, ("max_checkpoints",), "train")
     _one_of(config.train.compute_dtype, ("float32", "bfloat16"), "train.compute_dtype")
     _one_of(config.mesh.param_sharding, sharding.PARAM_SHARDINGS, "mesh.param_sharding")
     if config.mesh.data == 0 or config.mesh.data < -1:
         raise ValueError(
             f"config.mesh.data must be -1 (all devices) or positive, got {config.mesh.data}"
         )
-    _positive(config.eval, ("batch_size",), "eval")
+    require_positive(config.eval, ("batch_size",), "eval")
     if config.eval.num_queries < 0 or not all(k > 0 for k in config.eval.ks):
         raise ValueError(
             f"config.eval.num_queries must be >= 0 and config.eval.ks positive, got "
@@ -215,7 +216,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ValueError(
             f"config.export.instance_queries must be >= 0, got {config.export.instance_queries}"
         )
-    _positive(config.benchmark, ("k", "repeats"), "benchmark")
+    require_positive(config.benchmark, ("k", "repeats"), "benchmark")
 
 
 def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:

@@ -165,8 +165,12 @@ def _on_two_views(views: Sequence[View], labels: jax.Array, *, loss) -> jax.Arra
     return loss(views[0][0], views[1][0])
 
 
-_ADAPTERS = {"cosine": (_on_cosine, 1), "embeddings": (_on_embeddings, 1)}
-_ADAPTERS["two_views"] = (_on_two_views, 2)
+# inputs -> (adapter from views to the loss's arguments, number of augmented views)
+_ADAPTERS = {
+    "cosine": (_on_cosine, 1),
+    "embeddings": (_on_embeddings, 1),
+    "two_views": (_on_two_views, 2),
+}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -191,8 +191,8 @@ def _search_batch(queries, index, k, threshold, n_chunks, out):
 
 def _checked_csr(x, what: str) -> sp.csr_matrix:
     """``x`` as a float32 CSR copy (the clean-up after must not change the caller's matrix) whose
-    structure is valid: a malformed CSR (index out of range, bad ``indptr``) raises
-    ``ValueError`` here, before any numba kernel could read out of bounds."""
+    structure is valid and values finite: a malformed CSR (index out of range, bad ``indptr``)
+    or NaN raises ``ValueError`` here, before any numba kernel could read it."""
     if sp.issparse(x):
         try:
             x.check_format(full_check=True)
@@ -204,7 +204,8 @@ def _checked_csr(x, what: str) -> sp.csr_matrix:
         raise ValueError(
             f"{what} must be a 2-D array or scipy sparse matrix of numbers: {e}"
         ) from e
-    m.check_format(full_check=True)
+    if m.nnz and not np.all(np.isfinite(m.data)):
+        raise ValueError(f"{what} contain NaN or infinite values")
     return m
 
 
@@ -212,8 +213,6 @@ def _as_csr(x, d: int, what: str) -> sp.csr_matrix:
     m = _checked_csr(x, what)
     if m.ndim != 2 or m.shape[1] != d:
         raise ValueError(f"{what} have shape {m.shape}; the index has dimension {d}")
-    if m.nnz and not np.all(np.isfinite(m.data)):
-        raise ValueError(f"{what} contain NaN or infinite values")
     m.sum_duplicates()
     # Stored zeros would be walked and counted as multiply-adds for nothing.
     m.eliminate_zeros()
@@ -224,8 +223,6 @@ def _as_csr(x, d: int, what: str) -> sp.csr_matrix:
 def as_database_csr(database) -> sp.csr_matrix:
     """A database ``(n, d)`` as validated float32 CSR without stored zeros."""
     db = _checked_csr(database, "database codes")
-    if db.nnz and not np.all(np.isfinite(db.data)):
-        raise ValueError("database codes contain NaN or infinite values")
     db.eliminate_zeros()
     return db
 

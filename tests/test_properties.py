@@ -60,28 +60,18 @@ def test_sparse_index_equals_exact_search(data):
         np.testing.assert_allclose(exact[r, ids], s[r, :kk], rtol=1e-5, atol=1e-5)
 
 
-@SETTINGS
-@given(blob=st.binary(max_size=400))
-def test_idx_loader_loads_or_raises_data_error(blob):
+LOADERS = {"x-idx3-ubyte": fashion_mnist.read_idx, "train": cifar100.load_split}
+
+
+@settings(SETTINGS, max_examples=120)  # two loaders share the draws
+@given(blob=st.binary(max_size=400), name=st.sampled_from(sorted(LOADERS)))
+def test_idx_and_cifar_loaders_load_or_raise_data_error(blob, name):
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "x-idx3-ubyte")
+        path = os.path.join(tmp, name)
         with open(path, "wb") as f:
             f.write(blob)
         try:
-            fashion_mnist.read_idx(path)
-        except DataError:
-            pass
-
-
-@SETTINGS
-@given(blob=st.binary(max_size=400))
-def test_cifar_pickle_loader_loads_or_raises_data_error(blob):
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "train")
-        with open(path, "wb") as f:
-            f.write(blob)
-        try:
-            cifar100.load_split(path)
+            LOADERS[name](path)
         except DataError:
             pass
 

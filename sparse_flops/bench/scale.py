@@ -16,7 +16,7 @@ from absl import logging
 
 from sparse_flops import logs, metrics, retrieval
 from sparse_flops.bench import report, timing
-from sparse_flops.config import as_tuple
+from sparse_flops.config import as_tuple, require_positive
 
 PROFILES = ("uniform", "zipf")
 
@@ -164,9 +164,9 @@ def validate(config) -> None:
         )
     sc = config.scale
     nonzeros, profiles = as_tuple(sc.nonzeros, int), as_tuple(sc.profiles)
-    for key in ("num_items", "dim", "num_queries", "k", "repeats", "scipy_queries"):
-        if sc[key] <= 0:
-            raise ValueError(f"config.scale.{key} must be positive, got {sc[key]}")
+    require_positive(
+        sc, ("num_items", "dim", "num_queries", "k", "repeats", "scipy_queries"), "scale"
+    )
     for nnz in nonzeros:
         if not 0 < nnz <= sc.dim:
             raise ValueError(f"config.scale.nonzeros holds {nnz}; each must be in (0, {sc.dim}]")

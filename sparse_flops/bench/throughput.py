@@ -25,7 +25,7 @@ from absl import logging
 
 from sparse_flops import data, io_utils, train
 from sparse_flops.bench import report, timing
-from sparse_flops.config import as_tuple, base_config
+from sparse_flops.config import as_tuple, base_config, require_positive
 
 # Input shape and classes each backbone is benchmarked on.
 INPUTS = {
@@ -192,9 +192,7 @@ def validate(config) -> None:
             "(it has no 'throughput' section)"
         )
     tc = config.throughput
-    for key in ("batch_size", "steps", "rounds", "dim"):
-        if tc[key] <= 0:
-            raise ValueError(f"config.throughput.{key} must be positive, got {tc[key]}")
+    require_positive(tc, ("batch_size", "steps", "rounds", "dim"), "throughput")
     for b in as_tuple(tc.backbones):
         if b not in INPUTS:
             raise ValueError(
