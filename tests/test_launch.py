@@ -18,7 +18,7 @@ from helpers import (
 )
 
 from sparse_flops import config as config_lib
-from sparse_flops import io_utils, train
+from sparse_flops import io_utils, sweep, train
 from sparse_flops.bench import scale, throughput
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -53,6 +53,8 @@ def test_every_experiment_config_loads_full_and_smoke(name):
             scale.validate(c)
         elif "throughput" in c:
             throughput.validate(c)
+        elif "sweep" in c:
+            sweep.validate(c)
         else:
             config_lib.validate(c)
     with pytest.raises(ValueError, match="unknown config argument"):

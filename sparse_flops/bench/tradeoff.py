@@ -149,9 +149,14 @@ def _row(base, method, queries, q_labels, db_labels, *, k, ks, repeats, threads,
     return row
 
 
-def benchmark_workdirs(workdirs: Sequence[str], out_dir: str, **settings) -> dict:
+def benchmark_workdirs(
+    workdirs: Sequence[str], out_dir: str, *, rows_for: Sequence[str] | None = None, **settings
+) -> dict:
     """Benchmarks the exported codes of each workdir (settings: :data:`DEFAULTS`) and writes
-    ``report.json``, ``report.md`` and ``tradeoff.png`` to ``out_dir``. Returns the report."""
+    ``report.json``, ``report.md`` and ``tradeoff.png`` to ``out_dir``. Returns the report.
+
+    ``rows_for`` (default: all) limits the rows to those workdirs; the others then serve only as
+    the re-ranker or the baseline export."""
     unknown = set(settings) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"unknown benchmark settings {sorted(unknown)}; known: {sorted(DEFAULTS)}")
@@ -177,7 +182,15 @@ def benchmark_workdirs(workdirs: Sequence[str], out_dir: str, **settings) -> dic
     threshold = None if threshold < 0 else threshold
 
     rows: list[dict] = []
-    jobs = [(r, e) for r in ("class", "instance") for e in exports if r in e.regimes]
+    wanted = {os.path.abspath(w) for w in (workdirs if rows_for is None else rows_for)}
+    if not wanted <= {os.path.abspath(w) for w in workdirs}:
+        raise ValueError(f"rows_for {list(rows_for)} must be among the workdirs {list(workdirs)}")
+    jobs = [
+        (r, e)
+        for r in ("class", "instance")
+        for e in exports
+        if r in e.regimes and os.path.abspath(e.workdir) in wanted
+    ]
     for regime, e in logs.progress(jobs, desc="benchmark", unit="code set"):
         db, q = e.regimes[regime]
         base = {

@@ -1,0 +1,126 @@
+import json
+import os
+
+import ml_collections
+import pytest
+from helpers import write_fake_fashion_mnist
+
+from experiments import study_fashion_mnist
+from sparse_flops import sweep
+
+
+def test_parse_family_splits_fixed_words_from_grid_axes():
+    fixed, grid = sweep.parse_family("regularizer.name=l1 regularizer.weight=0.1|1 model.dim=64")
+    assert fixed == {"regularizer.name": "l1", "model.dim": 64}
+    assert grid == {"regularizer.weight": [0.1, 1]}
+    with pytest.raises(ValueError, match="not key=value"):
+        sweep.parse_family("regularizer.weight")
+
+
+def test_set_key_refuses_unknown_keys_and_wrong_types():
+    c = study_fashion_mnist.get_config("smoke")
+    sweep.set_key(c, "model.dim", 32)
+    assert c.model.dim == 32
+    with pytest.raises(ValueError, match="no key 'model.dimm'"):
+        sweep.set_key(c, "model.dimm", 3)
+    with pytest.raises(ValueError, match="no section 'modle'"):
+        sweep.set_key(c, "modle.dim", 3)
+    with pytest.raises(ValueError, match="model.dim"):
+        sweep.set_key(c, "model.dim", "wide")
+
+
+def test_members_are_seed_major_with_the_reference_first():
+    c = study_fashion_mnist.get_config("smoke")
+    ms = sweep.members(c)
+    names = [m.name for m in ms]
+    assert names[0] == "dense-dim64-seed0"
+    assert names[len(names) // 2] == "dense-dim64-seed1"
+    assert [m.seed for m in ms] == sorted(m.seed for m in ms)
+    flops = [m for m in ms if m.family == "flops" and m.seed == 1]
+    assert [m.config.regularizer.weight for m in flops] == [0.5, 5.0]
+    assert all(m.config.seed == 1 for m in flops)
+    assert not any(m.sparse for m in ms if m.family == "dense")
+    assert len(names) == len(set(names)) == 2 * (2 + 2 + 1)
+    # Members are locked: a misspelt key in later code fails instead of adding a key.
+    with pytest.raises(AttributeError):
+        ms[0].config.model.dimm = 3
+
+
+def test_bad_sweep_sections_are_refused_with_the_key_named():
+    c = study_fashion_mnist.get_config("smoke")
+    c.sweep.only = ("flop",)
+    with pytest.raises(ValueError, match="sweep.only"):
+        sweep.validate(c)
+    c = study_fashion_mnist.get_config("smoke")
+    c.sweep.families.l1 = "regularizer.name=l2"
+    with pytest.raises(ValueError, match="sweep member l1-seed0: config.regularizer.name"):
+        sweep.validate(c)
+    c = study_fashion_mnist.get_config("smoke")
+    c.sweep.reference = "flops-weight0.5"
+    with pytest.raises(ValueError, match="must name a dense member"):
+        sweep.validate(c)
+    c.sweep.reference = "dense-dim65"
+    with pytest.raises(ValueError, match="is no member of the sweep"):
+        sweep.validate(c)
+    with pytest.raises(ValueError, match="needs a sweep config"):
+        sweep.validate(ml_collections.ConfigDict({"seed": 0}))
+
+
+@pytest.mark.slow
+def test_sweep_runs_skips_finished_members_and_refuses_a_changed_one(tmp_path):
+    c = study_fashion_mnist.get_config("smoke")
+    c.data.dir = write_fake_fashion_mnist(str(tmp_path / "data"), n_train=400, n_test=120)
+    c.data.validation_size = 100
+    c.train.num_steps = 4
+    c.train.eval_every = 4
+    c.train.checkpoint_every = 4
+    c.sweep.families = ml_collections.ConfigDict(
+        dict(
+            dense="model.activation=none regularizer.name=none regularizer.weight=0.0 "
+            "model.dim=64",  # one value: no grid axis, the name is the family's
+            flops="regularizer.name=flops regularizer.weight=0.5|5.0",
+        )
+    )
+    c.sweep.seeds = (0,)
+    c.sweep.reference = "dense"
+    c.sweep.record_dir = str(tmp_path / "records")
+    workdir = str(tmp_path / "sweep")
+    out = sweep.run(c, workdir)
+    assert [m["name"] for m in out["members"]] == [
+        "dense-seed0",
+        "flops-weight0.5-seed0",
+        "flops-weight5.0-seed0",
+    ]
+    assert out["missing"] == []
+    ref, flops = out["members"][0], out["members"][1]
+    # The reference carries the compact-code baselines, the sparse members the two-stage rows
+    # re-ranked by the reference; all rows are on the test split, validation is separate.
+    assert {r["method"] for r in ref["rows"]} == {
+        "dense exact (BLAS)",
+        "PCA + exact",
+        "LSH (Hamming)",
+        "PQ (faiss)",
+        "IVF-PQ (faiss)",
+    }
+    two_stage = [r for r in flops["rows"] if r["method"].startswith("two-stage")]
+    assert two_stage and all("dense-seed0" in r["setting"] for r in two_stage)
+    assert flops["reference"] == "dense-seed0"
+    assert flops["eval_split"] == "validation" and "precision@1" in flops["validation"]
+    assert {r["regime"] for r in flops["rows"]} == {"class", "instance"}
+    assert sorted(os.listdir(tmp_path / "records")) == sorted(
+        [f"{m['name']}.json" for m in out["members"]] + ["sweep.json"]
+    )
+    # A second run finds every member finished (here or in the records) and trains nothing.
+    stamp = os.path.getmtime(os.path.join(workdir, "flops-weight5.0-seed0", "member.json"))
+    again = sweep.run(c, workdir)
+    assert [m["name"] for m in again["members"]] == [m["name"] for m in out["members"]]
+    assert os.path.getmtime(os.path.join(workdir, "flops-weight5.0-seed0", "member.json")) == stamp
+    # A record survives its run folder: the member still counts as finished.
+    os.remove(os.path.join(workdir, "flops-weight5.0-seed0", "member.json"))
+    assert sweep.collect(c, workdir)["missing"] == []
+    # Changing a finished member's config is refused, naming the member.
+    c.train.num_steps = 6
+    with pytest.raises(ValueError, match="another config than sweep member dense-seed0"):
+        sweep.run(c, workdir)
+    with open(os.path.join(workdir, "sweep.json")) as f:
+        assert len(json.load(f)["members"]) == 3
