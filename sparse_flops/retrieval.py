@@ -22,6 +22,10 @@ import numpy as np
 import scipy.sparse as sp
 from numba import prange
 
+from sparse_flops import engine as _engine
+
+_CODE_MAX = _engine.CODE_MAX
+
 # A query whose postings exceed this fraction of the database scans the accumulator.
 _SCAN_FRACTION = 0.125
 
@@ -248,47 +252,101 @@ def _numba_threads(num_threads: int | None):
         numba.set_num_threads(previous)
 
 
+ENGINES = ("compact", "reference")
+
+
 class SparseIndex:
     """An inverted index over a CSR database ``(n, d)``.
 
     Args:
-      database: scipy sparse or dense ``(n, d)``; converted to float32 posting lists.
-      block_size: rows per block of the search (the accumulator of one block should fit in the
-        core's L2 cache: 65,536 rows are 256 KiB of float32).
+      database: scipy sparse or dense ``(n, d)``.
+      block_size: rows per block: the accumulators of one block (``batch_size`` of them) should
+        stay in the core's cache. Default: 4096 for the compact engine (at most 65,536, the
+        reach of its 16-bit row offsets), 65,536 for the reference engine.
+      engine: ``compact`` (default; :mod:`sparse_flops.engine`: 4-byte postings, query batching,
+        exact re-score from a float32 forward store) or ``reference`` (the term-at-a-time engine
+        with float32 postings and int32 row ids, 8 bytes per posting, one query at a time; kept
+        to measure the compact engine against).
     """
 
-    def __init__(self, database, block_size: int = 65536):
+    def __init__(self, database, block_size: int | None = None, *, engine: str = "compact"):
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        if block_size is None:
+            block_size = 4096 if engine == "compact" else 65536
         if block_size <= 0:
             raise ValueError(f"block_size must be positive, got {block_size}")
+        if engine == "compact" and block_size > 65536:
+            raise ValueError(
+                f"block_size={block_size}: the compact engine's 16-bit row offsets reach "
+                "65,536 rows per block at most"
+            )
         t0 = time.perf_counter()
         db = as_database_csr(database)
-        csc = db.tocsc()
-        csc.sort_indices()
+        db.sort_indices()
+        self.engine = engine
         self.n, self.dim = db.shape
-        self.post_ptr = csc.indptr.astype(np.int64)
-        self.post_rows = csc.indices.astype(np.int32)
-        self.post_vals = csc.data.astype(np.float32)
         self.block_size = int(min(block_size, max(1, self.n)))
-        self.block_ptr = _block_pointers(self.post_ptr, self.post_rows, self.n, self.block_size)
+        self.posting_lengths = np.bincount(db.indices, minlength=self.dim).astype(np.int64)
+        if engine == "reference":
+            csc = db.tocsc()
+            csc.sort_indices()
+            self.post_ptr = csc.indptr.astype(np.int64)
+            self.post_rows = csc.indices.astype(np.int32)
+            self.post_vals = csc.data.astype(np.float32)
+            self.block_ptr = _block_pointers(self.post_ptr, self.post_rows, self.n, self.block_size)
+        else:
+            csc = db.tocsc()
+            csc.sort_indices()
+            colmax = np.zeros(self.dim, np.float32)
+            if db.nnz:
+                colmax = np.asarray(abs(csc).max(axis=0).todense(), np.float32).ravel()
+            self.scale = (colmax / _CODE_MAX).astype(np.float32)
+            inv = np.zeros(self.dim, np.float64)
+            nz = colmax > 0
+            inv[nz] = _CODE_MAX / colmax[nz].astype(np.float64)
+            self.ptr, self.rows, self.codes = _engine.build_layout(
+                csc.indptr.astype(np.int64), csc.indices, csc.data, self.n, self.block_size, inv
+            )
+            del csc
+            indptr = db.indptr.astype(np.int64)
+            index_type = np.uint16 if self.dim <= 65536 else np.int32
+            self.forward = (indptr, db.indices.astype(index_type), db.data.astype(np.float32))
         self.build_s = time.perf_counter() - t0  # wall time of this build
 
     def arrays(self) -> tuple:
-        """The structure the numba kernels take: ``(block_ptr (d, nb + 1), post_rows,
+        """The structure the reference kernel takes: ``(block_ptr (d, nb + 1), post_rows,
         post_vals, n, block_size)``."""
         return (self.block_ptr, self.post_rows, self.post_vals, self.n, self.block_size)
 
+    def layout(self) -> tuple:
+        """The compact engine's index: ``(ptr (d, nb + 1), rows, codes, scale, n, d,
+        block_size)``."""
+        return (self.ptr, self.rows, self.codes, self.scale, self.n, self.dim, self.block_size)
+
     @property
-    def posting_lengths(self) -> np.ndarray:
-        return np.diff(self.post_ptr)
+    def num_postings(self) -> int:
+        return int(self.posting_lengths.sum())
 
     @property
     def nbytes(self) -> int:
-        return (
-            self.post_ptr.nbytes
-            + self.post_rows.nbytes
-            + self.post_vals.nbytes
-            + self.block_ptr.nbytes
-        )
+        """Bytes of the inverted index every query streams (postings, offsets, scales)."""
+        if self.engine == "reference":
+            return (
+                self.post_ptr.nbytes
+                + self.post_rows.nbytes
+                + self.post_vals.nbytes
+                + self.block_ptr.nbytes
+            )
+        return self.ptr.nbytes + self.rows.nbytes + self.codes.nbytes + self.scale.nbytes
+
+    @property
+    def forward_nbytes(self) -> int:
+        """Bytes of the float32 forward store the compact engine re-scores candidates from
+        (read only for the few candidates of each query); 0 for the reference engine."""
+        if self.engine == "reference":
+            return 0
+        return sum(a.nbytes for a in self.forward)
 
     def search(
         self,
@@ -298,6 +356,7 @@ class SparseIndex:
         threshold: float | None = None,
         num_threads: int | None = None,
         return_costs: bool = False,
+        batch_size: int = 16,
     ):
         """Top-k inner products of each query row ``(q, d)``.
 
@@ -307,12 +366,16 @@ class SparseIndex:
           threshold: keep only scores strictly above it (None: no threshold).
           num_threads: numba threads (default: all).
           return_costs: also return the multiply-adds of each query.
+          batch_size: queries a thread searches together (compact engine), sharing each
+            posting read among them.
         Returns:
           ``(scores (q, k) float32, ids (q, k) int64)``, and with ``return_costs`` a third array
           ``(q,)`` int64: the postings each query walked (its multiply-adds; the summed lengths
           of the posting lists of its non-zero dimensions).
         """
         k = _check_k(k)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         q = _as_csr(queries, self.dim, "queries")
         nq = q.shape[0]
         kk = min(k, self.n)
@@ -320,18 +383,30 @@ class SparseIndex:
         ids = np.full((nq, k), -1, np.int64)
         postings = np.zeros(nq, np.int64)
         if nq and kk:
+            thr = np.float32(-np.inf if threshold is None else threshold)
+            q_arrays = (q.indptr.astype(np.int64), q.indices.astype(np.int64), q.data)
+            s, i = scores[:, :kk].copy(), ids[:, :kk].copy()
             with _numba_threads(num_threads):
-                chunks = max(1, min(nq, 4 * numba.get_num_threads()))
-                s, i = scores[:, :kk].copy(), ids[:, :kk].copy()
-                _search_batch(
-                    (q.indptr.astype(np.int64), q.indices.astype(np.int64), q.data),
-                    self.arrays(),
-                    kk,
-                    np.float32(-np.inf if threshold is None else threshold),
-                    chunks,
-                    (s, i, postings),
-                )
-                scores[:, :kk], ids[:, :kk] = s, i
+                threads = numba.get_num_threads()
+                if self.engine == "reference":
+                    chunks = max(1, min(nq, 4 * threads))
+                    _search_batch(q_arrays, self.arrays(), kk, thr, chunks, (s, i, postings))
+                else:
+                    # Contiguous chunks, one or a few per thread, so batches stay full.
+                    chunks = max(1, min(nq, threads * max(1, nq // (threads * batch_size * 8))))
+                    batch = max(1, min(batch_size, -(-nq // chunks)))
+                    _engine.search_all(
+                        q_arrays,
+                        self.layout(),
+                        self.forward,
+                        kk,
+                        thr,
+                        batch,
+                        4 * kk + 256,
+                        chunks,
+                        (s, i, postings),
+                    )
+            scores[:, :kk], ids[:, :kk] = s, i
         if return_costs:
             return scores, ids, postings
         return scores, ids

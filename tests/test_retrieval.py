@@ -44,14 +44,17 @@ def assert_same_results(a, b, atol=1e-5):
 )
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("block_size", [65536, 7])  # one block; many blocks, last one partial
-def test_sparse_index_equals_dense_exact(n, d, density, signed, k, threads, block_size):
+@pytest.mark.parametrize("engine,batch", [("compact", 1), ("compact", 4), ("reference", 1)])
+def test_sparse_index_equals_dense_exact(
+    n, d, density, signed, k, threads, block_size, engine, batch
+):
     rng = np.random.default_rng(n + d + k)
     db = random_codes(rng, n, d, density, signed)
     q = random_codes(rng, 25, d, min(1.0, 2 * density), signed).tolil()
     q[0] = 0  # an empty query
     q = q.tocsr()
-    index = retrieval.SparseIndex(db, block_size=block_size)
-    got = index.search(q, k, num_threads=threads)
+    index = retrieval.SparseIndex(db, block_size=block_size, engine=engine)
+    got = index.search(q, k, num_threads=threads, batch_size=batch)
     ref = retrieval.DenseIndex(db).search(q.toarray(), k)
     assert got[0].shape == got[1].shape == (25, k)
     assert_same_results(got, ref)
@@ -61,10 +64,11 @@ def test_sparse_index_equals_dense_exact(n, d, density, signed, k, threads, bloc
 
 
 @pytest.mark.parametrize("block_size", [1, 2, 3, 4])
-def test_empty_query_on_signed_codes_ranks_untouched_rows_above_negative_scores(block_size):
+@pytest.mark.parametrize("batch", [1, 2])
+def test_empty_query_on_signed_codes_ranks_untouched_rows_above_negative_scores(block_size, batch):
     db = sp.csr_matrix(np.array([[-1.0, 0], [0, 0], [0, 2.0], [0, 0]], np.float32))
     q = sp.csr_matrix(np.array([[1.0, 0]], np.float32))
-    s, i = retrieval.SparseIndex(db, block_size=block_size).search(q, 4)
+    s, i = retrieval.SparseIndex(db, block_size=block_size).search(q, 4, batch_size=batch)
     # rows 1, 2, 3 score 0 (untouched), row 0 scores -1
     np.testing.assert_array_equal(i[0], [1, 2, 3, 0])
     np.testing.assert_allclose(s[0], [0, 0, 0, -1])
@@ -197,3 +201,83 @@ def test_rerank_matches_a_numpy_reference_and_checks_its_inputs():
         retrieval.rerank(np.full((4, 2), 50), q, db, 1)
     with pytest.raises(ValueError, match="do not match"):
         retrieval.rerank(cand, q[:, :3], db, 1)
+
+
+def _engines_agree(db, q, k, block_size, **kw):
+    """The compact engine (batch sizes 1, 3 and 16) returns exactly, bit for bit, what the
+    reference engine returns: the same float32 scores and the same ids."""
+    ref = retrieval.SparseIndex(db, engine="reference").search(q, k, **kw)
+    index = retrieval.SparseIndex(db, block_size=block_size)
+    for batch in (1, 3, 16):
+        got = index.search(q, k, batch_size=batch, **kw)
+        np.testing.assert_array_equal(got[1], ref[1])
+        np.testing.assert_array_equal(got[0], ref[0])
+    return index
+
+
+@pytest.mark.parametrize("block_size", [1, 8, 9, 64, 65536])
+def test_compact_layout_rows_at_block_edges(block_size):
+    """Rows on both sides of every block edge, the last block partial or full, a dimension
+    whose postings all sit at block edges."""
+    n, d = 8 * 64 + 1, 6
+    rng = np.random.default_rng(block_size)
+    dense = np.zeros((n, d), np.float32)
+    edges = np.arange(0, n, 8)
+    for r in np.concatenate([edges, edges - 1, edges + 1]):
+        if 0 <= r < n:
+            dense[r, rng.integers(0, d - 1)] = rng.random() + 0.1
+    dense[edges, d - 1] = np.linspace(1.0, 2.0, len(edges))  # only edge rows in this column
+    dense[-1] = 3.0  # the very last row, alone in a partial block
+    db = sp.csr_matrix(dense)
+    q = sp.csr_matrix(rng.random((20, d)).astype(np.float32) * (rng.random((20, d)) < 0.6))
+    index = _engines_agree(db, q, 30, block_size)
+    assert index.rows.dtype == np.uint16 and index.codes.dtype == np.int16
+    assert int(index.rows.max()) < min(block_size, n)
+
+
+def test_values_of_any_magnitude_in_one_column_stay_exact():
+    """A column mixing values 1e-9 and 1e3 (the small ones quantise to code +-1, far from their
+    value): the exact re-score still gives the float32 ranking, and near-ties separated by less
+    than the quantisation step keep their order."""
+    rng = np.random.default_rng(3)
+    n, d = 3000, 8
+    dense = np.where(rng.random((n, d)) < 0.3, rng.random((n, d)), 0).astype(np.float32)
+    dense[::7, 0] = 1e-9
+    dense[5, 0] = 1e3
+    dense[10:200, 1] = 0.5 + np.arange(190, dtype=np.float32) * 1e-7  # steps far below scale
+    dense[10:200, 2:] = 0
+    db = sp.csr_matrix(dense)
+    q = sp.csr_matrix(np.abs(rng.standard_normal((30, d))).astype(np.float32))
+    q[0] = sp.csr_matrix(np.eye(1, d, 1, dtype=np.float32))  # only the near-tie column
+    _engines_agree(db, q, 50, 256)
+    _engines_agree(db, -q, 50, 256)  # signed: the top are the least negative, zeros first
+
+
+def test_ties_and_thresholds_through_the_candidate_buffer():
+    """Many rows with the same score (binary codes): ties go to the smaller id in every
+    batch size, with and without a threshold, k below and above the number tied."""
+    rng = np.random.default_rng(4)
+    db = sp.csr_matrix((rng.random((5000, 16)) < 0.25).astype(np.float32))
+    q = sp.csr_matrix((rng.random((12, 16)) < 0.4).astype(np.float32))
+    for k in (5, 200):
+        _engines_agree(db, q, k, 512)
+        _engines_agree(db, q, k, 512, threshold=1.0)
+
+
+def test_compact_index_size_and_settings():
+    rng = np.random.default_rng(5)
+    db = sp.random(20000, 256, density=0.05, format="csr", dtype=np.float32, random_state=rng)
+    index = retrieval.SparseIndex(db)
+    assert index.num_postings == db.nnz
+    # 2-byte row offset + 2-byte code, plus the block offsets and scales
+    assert 4.0 <= index.nbytes / index.num_postings <= 4.5
+    ref = retrieval.SparseIndex(db, engine="reference")
+    assert ref.nbytes / ref.num_postings >= 8.0 and ref.forward_nbytes == 0
+    assert index.forward_nbytes == sum(a.nbytes for a in index.forward)
+    with pytest.raises(ValueError, match="65,536 rows per block"):
+        retrieval.SparseIndex(db, block_size=65537)
+    with pytest.raises(ValueError, match="engine must be one of"):
+        retrieval.SparseIndex(db, engine="fast")
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+            index.search(db[:2], 3, batch_size=bad)

@@ -1,0 +1,565 @@
+"""The compact, query-batched sparse engine behind :class:`sparse_flops.retrieval.SparseIndex`.
+
+**Layout.** Each dimension's posting list, sorted by row, holds per posting a 16-bit row offset
+inside its block of ``block_size`` rows (at most 65,536) and a 16-bit integer code of the value:
+``v ~ code * scale_j`` with ``scale_j = max_i |v_ij| / 32767`` (a non-zero value never gets
+code 0). That is 4 bytes per posting, plus one 8-byte offset per (dimension, block) marking
+where each block's postings start in the list.
+
+**Search.** Queries go in batches of ``batch`` per thread. For each block, the dimensions the
+batch's queries use are walked once each; the postings of a (block, dimension) segment are read
+from memory once and added to the cache-resident accumulator of every query of the batch that
+uses the dimension. The accumulator of a block then gives each row's approximate score.
+
+**Exactness.** The approximate score of a row is within ``E = sum_t |w_t| (scale_t + r_t)`` of
+its float32 score (``r_t`` bounds float32 rounding). With ``s_k`` the k-th best approximate
+score, any row below ``s_k - 2 E`` has k rows strictly above it, so it cannot be in the top k.
+Every row at or above that bound is a candidate and is re-scored exactly from the float32
+forward store (the database rows, CSR), adding the products in ascending dimension order as
+the term-at-a-time engine does, so scores and ranks are those of the float32 inner products.
+Rows the query does not touch score exactly 0; at most ``k`` of them (the smallest ids) can
+rank, and only those are kept.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+CODE_MAX = 32767
+# A query whose postings in a block exceed this fraction of the block's rows scans the block's
+# accumulator instead of tracking the rows it touched.
+SCAN_FRACTION = 0.125
+_EPS32 = np.float32(2.0**-24)
+
+
+@numba.njit(cache=True, nogil=True)
+def build_layout(col_ptr, col_rows, col_vals, n, block, inv_scale):
+    """The compact postings of a CSC database (rows ascending within each column):
+    ``(ptr (d, nb + 1) int64, rows (nnz,) uint16, codes (nnz,) int16)``; the postings of
+    dimension ``j`` in row block ``b`` are ``ptr[j, b]`` to ``ptr[j, b + 1]``."""
+    d = col_ptr.shape[0] - 1
+    nb = (n + block - 1) // block
+    nnz = col_ptr[d]
+    ptr = np.empty((d, nb + 1), np.int64)
+    rows = np.empty(nnz, np.uint16)
+    codes = np.empty(nnz, np.int16)
+    for j in range(d):
+        p = col_ptr[j]
+        end = col_ptr[j + 1]
+        for b in range(nb + 1):
+            limit = b * block
+            while p < end and col_rows[p] < limit:
+                p += 1
+            ptr[j, b] = p
+        ptr[j, nb] = end
+        for p in range(col_ptr[j], end):
+            r = col_rows[p]
+            rows[p] = r - (r // block) * block
+            c = np.round(col_vals[p] * inv_scale[j])
+            if c > CODE_MAX:
+                c = CODE_MAX
+            elif c < -CODE_MAX:
+                c = -CODE_MAX
+            if c == 0:
+                c = 1.0 if col_vals[p] > 0 else -1.0
+            codes[p] = np.int16(c)
+    return ptr, rows, codes
+
+
+_CHUNK = 64
+_ONE = np.uint64(1)
+
+
+@numba.njit(cache=True, nogil=True)
+def _scatter(acc, rows, codes, p0, p1, w):
+    """``acc[rows[p]] += w * codes[p]`` for the postings ``p0`` to ``p1``."""
+    p = np.uint64(p0)
+    end = np.uint64(p1)
+    while p < end:
+        acc[rows[p]] += w * np.float32(codes[p])
+        p += _ONE
+
+
+@numba.njit(cache=True, nogil=True)
+def _count_at_least(acc, lo, hi, g):
+    """How many of ``acc[lo:hi]`` are ``>= g`` (a branch-free loop the compiler vectorises)."""
+    c = 0
+    i = np.uint64(lo)
+    end = np.uint64(hi)
+    while i < end:
+        c += acc[i] >= g
+        i += _ONE
+    return c
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _worse(s1, i1, s2, i2):
+    return s1 < s2 or (s1 == s2 and i1 > i2)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _push(hs, hi, s, size, k, v, i):
+    """Offers (v, i) to slot ``s``'s min-heap ``hs[s], hi[s]`` (root = worst) of capacity k
+    holding ``size`` items; returns the new size."""
+    if size < k:
+        pos = size
+        size += 1
+        while pos > 0:
+            parent = (pos - 1) // 2
+            if _worse(v, i, hs[s, parent], hi[s, parent]):
+                hs[s, pos] = hs[s, parent]
+                hi[s, pos] = hi[s, parent]
+                pos = parent
+            else:
+                break
+        hs[s, pos] = v
+        hi[s, pos] = i
+        return size
+    pos = 0
+    while True:
+        left = 2 * pos + 1
+        if left >= size:
+            break
+        child = left
+        right = left + 1
+        if right < size and _worse(hs[s, right], hi[s, right], hs[s, left], hi[s, left]):
+            child = right
+        if _worse(hs[s, child], hi[s, child], v, i):
+            hs[s, pos] = hs[s, child]
+            hi[s, pos] = hi[s, child]
+            pos = child
+        else:
+            break
+    hs[s, pos] = v
+    hi[s, pos] = i
+    return size
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _offer(hs, hi, hsize, buf_s, buf_i, bsize, err, floor, gate, s, v, i, k):
+    """Offers row ``i`` with approximate score ``v`` to slot ``s``'s candidates (the caller
+    keeps room for one more in the buffer)."""
+    if not v > floor[s]:
+        return
+    e2 = 2.0 * err[s]
+    if hsize[s] < k:
+        hsize[s] = _push(hs, hi, s, hsize[s], k, v, i)
+        if hsize[s] == k:
+            gate[s] = max(floor[s], hs[s, 0] - e2)
+        return
+    if _worse(hs[s, 0], hi[s, 0], v, i):
+        old_s, old_i = hs[s, 0], hi[s, 0]
+        _push(hs, hi, s, k, k, v, i)
+        gate[s] = max(floor[s], hs[s, 0] - e2)
+        v, i = old_s, old_i
+    if e2 > 0.0 and v >= hs[s, 0] - e2:
+        b = bsize[s]
+        buf_s[s, b] = v
+        buf_i[s, b] = i
+        bsize[s] = b + 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _compact(hs, hsize, buf_s, buf_i, bsize, err, s, k):
+    """Drops slot ``s``'s buffered candidates below its current bound."""
+    if hsize[s] < k:
+        return
+    cut = hs[s, 0] - 2.0 * err[s]
+    m = 0
+    for t in range(bsize[s]):
+        if buf_s[s, t] >= cut:
+            buf_s[s, m] = buf_s[s, t]
+            buf_i[s, m] = buf_i[s, t]
+            m += 1
+    bsize[s] = m
+
+
+@numba.njit(cache=True, nogil=True)
+def _exact(row, f_ptr, f_idx, f_val, qd):
+    """The float32 inner product of database row ``row`` with the dense query ``qd``, products
+    added in ascending dimension order."""
+    acc = np.float32(0.0)
+    for p in range(f_ptr[row], f_ptr[row + 1]):
+        x = qd[f_idx[p]]
+        if x != 0.0:
+            acc += x * f_val[p]
+    return acc
+
+
+@numba.njit(cache=True, nogil=True)
+def search_range(queries, lo, hi, layout, forward, k, threshold, batch, cap, out):
+    """Top-k of queries ``lo`` to ``hi`` of ``queries`` = ``(indptr, indices, values)`` (CSR,
+    sorted dims), ``batch`` at a time; ``out`` = ``(scores (q, k), ids (q, k), postings (q,))``
+    (scores and ids pre-filled with ``-inf`` and ``-1``)."""
+    q_ptr, q_idx, q_val = queries
+    ptr, rows, codes, scale, n, d, block = layout
+    f_ptr, f_idx, f_val = forward
+    out_s, out_i, out_post = out
+    nb = (n + block - 1) // block
+    acc = np.zeros((batch, block), np.float32)
+    mark = np.zeros((batch, block), np.uint8)
+    touched = np.empty((batch, block), np.int64)
+    nt = np.zeros(batch, np.int64)
+    dense = np.zeros(batch, np.bool_)
+    slot_post = np.zeros(batch, np.int64)
+    qd = np.zeros(d, np.float32)
+    hs = np.empty((batch, k), np.float32)
+    hi_ = np.empty((batch, k), np.int64)
+    hsize = np.zeros(batch, np.int64)
+    buf_s = np.empty((batch, cap), np.float32)
+    buf_i = np.empty((batch, cap), np.int64)
+    bsize = np.zeros(batch, np.int64)
+    zero_i = np.empty((batch, k), np.int64)
+    zsize = np.zeros(batch, np.int64)
+    err = np.zeros(batch, np.float32)
+    floor = np.zeros(batch, np.float32)
+    gate = np.zeros(batch, np.float32)
+    for start in range(lo, hi, batch):
+        nbq = min(batch, hi - start)
+        t0 = q_ptr[start]
+        nterms = q_ptr[start + nbq] - t0
+        tj = np.empty(nterms, np.int64)
+        ts = np.empty(nterms, np.int64)
+        tw = np.empty(nterms, np.float32)
+        for s in range(nbq):
+            e_q = 0.0
+            m_q = 0.0
+            for t in range(q_ptr[start + s], q_ptr[start + s + 1]):
+                j = q_idx[t]
+                tj[t - t0] = j
+                ts[t - t0] = s
+                tw[t - t0] = q_val[t] * scale[j]
+                e_q += abs(q_val[t]) * scale[j]
+                m_q += abs(q_val[t]) * scale[j] * CODE_MAX
+            m = q_ptr[start + s + 1] - q_ptr[start + s]
+            # Quantisation (<= scale per posting) plus float32 rounding of both sums.
+            err[s] = np.float32((e_q + 4.0 * (m + 2) * _EPS32 * m_q) * (1.0 + 1e-3))
+            floor[s] = np.float32(threshold - err[s]) if threshold > -np.inf else -np.inf
+            gate[s] = floor[s]
+            hsize[s] = 0
+            bsize[s] = 0
+            zsize[s] = 0
+            out_post[start + s] = 0
+        order = np.argsort(tj, kind="mergesort")
+        uj = np.empty(nterms, np.int64)
+        ustart = np.empty(nterms + 1, np.int64)
+        nu = 0
+        for t in range(nterms):
+            j = tj[order[t]]
+            if nu == 0 or uj[nu - 1] != j:
+                uj[nu] = j
+                ustart[nu] = t
+                nu += 1
+        ustart[nu] = nterms
+        for b in range(nb):
+            r0 = b * block
+            blen = min(block, n - r0)
+            for s in range(nbq):
+                slot_post[s] = 0
+                nt[s] = 0
+            for u in range(nu):
+                length = ptr[uj[u], b + 1] - ptr[uj[u], b]
+                for g in range(ustart[u], ustart[u + 1]):
+                    slot_post[ts[order[g]]] += length
+            for s in range(nbq):
+                dense[s] = slot_post[s] > SCAN_FRACTION * blen
+                out_post[start + s] += slot_post[s]
+            for u in range(nu):
+                p0 = ptr[uj[u], b]
+                p1 = ptr[uj[u], b + 1]
+                if p0 == p1:
+                    continue
+                for g in range(ustart[u], ustart[u + 1]):
+                    s = ts[order[g]]
+                    w = tw[order[g]]
+                    if dense[s]:
+                        _scatter(acc[s], rows, codes, p0, p1, w)
+                    else:
+                        c = nt[s]
+                        for p in range(p0, p1):
+                            r = rows[p]
+                            if mark[s, r] == 0:
+                                mark[s, r] = 1
+                                touched[s, c] = r
+                                c += 1
+                            acc[s, r] += w * np.float32(codes[p])
+                        nt[s] = c
+            for s in range(nbq):
+                # Room for every row of the block in the candidate buffer, so the loops below
+                # never grow it.
+                if buf_s.shape[1] - bsize[s] < blen:
+                    _compact(hs, hsize, buf_s, buf_i, bsize, err, s, k)
+                    if buf_s.shape[1] - bsize[s] < blen:
+                        buf_s, buf_i = _grow(buf_s, buf_i, bsize[s] + blen)
+                g = gate[s]
+                if dense[s]:
+                    # Chunks with no row at the gate are skipped by a vectorised count; the
+                    # gate only rises while a chunk is walked, so the count stays safe.
+                    a = acc[s]
+                    if _count_at_least(a, 0, blen, g) > 0:
+                        for c0 in range(0, blen, _CHUNK):
+                            c1 = min(c0 + _CHUNK, blen)
+                            if _count_at_least(a, c0, c1, g) == 0:
+                                continue
+                            for i in range(c0, c1):
+                                v = acc[s, i]
+                                if v >= g:
+                                    _offer(
+                                        hs, hi_, hsize, buf_s, buf_i, bsize, err, floor, gate,
+                                        s, v, r0 + i, k,
+                                    )  # fmt: skip
+                                    g = gate[s]
+                    acc[s, :blen] = 0.0
+                    continue
+                for t in range(nt[s]):
+                    i = touched[s, t]
+                    v = acc[s, i]
+                    if v >= g:
+                        _offer(
+                            hs, hi_, hsize, buf_s, buf_i, bsize, err, floor, gate, s, v, r0 + i, k
+                        )
+                        g = gate[s]
+                # Untouched rows score exactly 0: the first k of them, if a zero can pass.
+                if threshold < 0.0 and zsize[s] < k:
+                    for i in range(blen):
+                        if mark[s, i] == 0:
+                            zero_i[s, zsize[s]] = r0 + i
+                            zsize[s] += 1
+                            if zsize[s] == k:
+                                break
+                for t in range(nt[s]):
+                    i = touched[s, t]
+                    acc[s, i] = 0.0
+                    mark[s, i] = 0
+        for s in range(nbq):
+            q = start + s
+            _finish(
+                q_idx[q_ptr[q] : q_ptr[q + 1]],
+                q_val[q_ptr[q] : q_ptr[q + 1]],
+                (hs, hi_, hsize, buf_s, buf_i, bsize, err),
+                s,
+                zero_i[s, : zsize[s]],
+                forward,
+                qd,
+                k,
+                threshold,
+                out_s[q],
+                out_i[q],
+            )
+
+
+@numba.njit(cache=True, nogil=True)
+def search_one(q_idx, q_val, layout, forward, k, threshold, scratch, out_s, out_i):
+    """Top-k of one query (CSR row: sorted dims ``q_idx``, values ``q_val``), one block at a
+    time; ``scratch`` = ``(acc (1, block), mark (1, block), touched (1, block), qd (d,))``.
+    Returns the postings walked."""
+    ptr, rows, codes, scale, n, d, block = layout
+    acc2, mark2, touched2, qd = scratch
+    acc, mark, touched = acc2[0], mark2[0], touched2[0]
+    nb = (n + block - 1) // block
+    m = q_idx.shape[0]
+    tw = np.empty(m, np.float32)
+    e_q = 0.0
+    m_q = 0.0
+    for t in range(m):
+        tw[t] = q_val[t] * scale[q_idx[t]]
+        e_q += abs(q_val[t]) * scale[q_idx[t]]
+        m_q += abs(q_val[t]) * scale[q_idx[t]] * CODE_MAX
+    err = np.float32((e_q + 4.0 * (m + 2) * _EPS32 * m_q) * (1.0 + 1e-3))
+    e2 = 2.0 * err
+    floor = np.float32(threshold - err) if threshold > -np.inf else np.float32(-np.inf)
+    hs = np.empty((1, k), np.float32)
+    hi = np.empty((1, k), np.int64)
+    size = 0
+    cap = 2 * k + 2 * block
+    buf_s = np.empty(cap, np.float32)
+    buf_i = np.empty(cap, np.int64)
+    bsize = 0
+    zeros = np.empty(k, np.int64)
+    nz = 0
+    g = floor
+    total = 0
+    for b in range(nb):
+        r0 = b * block
+        blen = min(block, n - r0)
+        postings = 0
+        for t in range(m):
+            postings += ptr[q_idx[t], b + 1] - ptr[q_idx[t], b]
+        total += postings
+        if cap - bsize < blen:  # room for every row of the block
+            cut = hs[0, 0] - e2 if size == k else -np.inf
+            kept = 0
+            for t in range(bsize):
+                if buf_s[t] >= cut:
+                    buf_s[kept] = buf_s[t]
+                    buf_i[kept] = buf_i[t]
+                    kept += 1
+            bsize = kept
+            if cap - bsize < blen:
+                cap = 2 * cap + blen
+                new_s = np.empty(cap, np.float32)
+                new_i = np.empty(cap, np.int64)
+                new_s[:bsize] = buf_s[:bsize]
+                new_i[:bsize] = buf_i[:bsize]
+                buf_s, buf_i = new_s, new_i
+        dense = postings > SCAN_FRACTION * blen
+        nt = 0
+        for t in range(m):
+            w = tw[t]
+            j = q_idx[t]
+            # Unsigned positions: no negative-index wrap-around test per posting.
+            p = np.uint64(ptr[j, b])
+            p1 = np.uint64(ptr[j, b + 1])
+            if dense:
+                while p < p1:
+                    acc[rows[p]] += w * np.float32(codes[p])
+                    p += _ONE
+            else:
+                while p < p1:
+                    r = rows[p]
+                    if mark[r] == 0:
+                        mark[r] = 1
+                        touched[nt] = r
+                        nt += 1
+                    acc[r] += w * np.float32(codes[p])
+                    p += _ONE
+        if dense:
+            if _count_at_least(acc, 0, blen, g) > 0:
+                for c0 in range(0, blen, _CHUNK):
+                    c1 = min(c0 + _CHUNK, blen)
+                    if _count_at_least(acc, c0, c1, g) == 0:
+                        continue
+                    for i in range(c0, c1):
+                        v = acc[i]
+                        if v >= g and v > floor:
+                            size, bsize = _take(hs, hi, size, k, buf_s, buf_i, bsize, e2, v, r0 + i)
+                            if size == k:
+                                g = max(floor, np.float32(hs[0, 0] - e2))
+            acc[:blen] = 0.0
+            continue
+        for t in range(nt):
+            i = touched[t]
+            v = acc[i]
+            if v >= g and v > floor:
+                size, bsize = _take(hs, hi, size, k, buf_s, buf_i, bsize, e2, v, r0 + i)
+                if size == k:
+                    g = max(floor, np.float32(hs[0, 0] - e2))
+        if threshold < 0.0 and nz < k:
+            for i in range(blen):
+                if mark[i] == 0:
+                    zeros[nz] = r0 + i
+                    nz += 1
+                    if nz == k:
+                        break
+        for t in range(nt):
+            i = touched[t]
+            acc[i] = 0.0
+            mark[i] = 0
+    hsize = np.full(1, size, np.int64)
+    bsz = np.full(1, bsize, np.int64)
+    errs = np.full(1, err, np.float32)
+    _finish(
+        q_idx, q_val, (hs, hi, hsize, buf_s.reshape(1, -1), buf_i.reshape(1, -1), bsz, errs),
+        0, zeros[:nz], forward, qd, k, threshold, out_s, out_i,
+    )  # fmt: skip
+    return total
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _take(hs, hi, size, k, buf_s, buf_i, bsize, e2, v, i):
+    """Row ``i`` (approximate score ``v``) into the heap of one query or, within ``e2`` of
+    its root, into the candidate buffer; returns the new sizes."""
+    if size < k:
+        return _push(hs, hi, 0, size, k, v, i), bsize
+    if _worse(hs[0, 0], hi[0, 0], v, i):
+        old_s, old_i = hs[0, 0], hi[0, 0]
+        _push(hs, hi, 0, k, k, v, i)
+        v, i = old_s, old_i
+    if e2 > 0.0 and v >= hs[0, 0] - e2:
+        buf_s[bsize] = v
+        buf_i[bsize] = i
+        bsize += 1
+    return size, bsize
+
+
+@numba.njit(cache=True, nogil=True)
+def _grow(buf_s, buf_i, need):
+    """The candidate buffers with room for at least ``need`` per slot (contents kept)."""
+    bq, cap = buf_s.shape
+    new_cap = max(2 * cap, need)
+    new_s = np.empty((bq, new_cap), np.float32)
+    new_i = np.empty((bq, new_cap), np.int64)
+    new_s[:, :cap] = buf_s
+    new_i[:, :cap] = buf_i
+    return new_s, new_i
+
+
+@numba.njit(cache=True, nogil=True)
+def _finish(q_idx, q_val, st, s, zeros, forward, qd, k, threshold, out_s, out_i):
+    """Exact re-score of slot ``s``'s candidates; writes the query's top k."""
+    hs, hi, hsize, buf_s, buf_i, bsize, err = st
+    f_ptr, f_idx, f_val = forward
+    cut = hs[s, 0] - 2.0 * err[s] if hsize[s] == k else -np.inf
+    m = hsize[s] + bsize[s] + zeros.shape[0]
+    cs = np.empty(m, np.float32)
+    ci = np.empty(m, np.int64)
+    for t in range(q_idx.shape[0]):
+        qd[q_idx[t]] = q_val[t]
+    c = 0
+    for t in range(hsize[s]):
+        row = hi[s, t]
+        v = _exact(row, f_ptr, f_idx, f_val, qd)
+        if v > threshold:
+            cs[c] = v
+            ci[c] = row
+            c += 1
+    for t in range(bsize[s]):
+        if buf_s[s, t] >= cut:
+            row = buf_i[s, t]
+            v = _exact(row, f_ptr, f_idx, f_val, qd)
+            if v > threshold:
+                cs[c] = v
+                ci[c] = row
+                c += 1
+    for t in range(zeros.shape[0]):
+        cs[c] = 0.0
+        ci[c] = zeros[t]
+        c += 1
+    for t in range(q_idx.shape[0]):
+        qd[q_idx[t]] = 0.0
+    by_id = np.argsort(ci[:c], kind="mergesort")
+    s_by_id = cs[:c][by_id]
+    by_score = np.argsort(-s_by_id, kind="mergesort")
+    for pos in range(min(k, c)):
+        j = by_id[by_score[pos]]
+        out_s[pos] = cs[j]
+        out_i[pos] = ci[j]
+
+
+@numba.njit(cache=True, parallel=True)
+def search_all(queries, layout, forward, k, threshold, batch, cap, n_chunks, out):
+    """Every query of ``queries`` = ``(indptr, indices, values)`` in ``n_chunks`` contiguous
+    chunks in parallel: one at a time (:func:`search_one`) with ``batch == 1``, else
+    :func:`search_range` ``batch`` at a time."""
+    q_ptr, q_idx, q_val = queries
+    out_s, out_i, out_post = out
+    nq = q_ptr.shape[0] - 1
+    block = layout[6]
+    for c in numba.prange(n_chunks):
+        lo = c * nq // n_chunks
+        hi = (c + 1) * nq // n_chunks
+        if batch > 1:
+            search_range(queries, lo, hi, layout, forward, k, threshold, batch, cap, out)
+            continue
+        scratch = (
+            np.zeros((1, block), np.float32),
+            np.zeros((1, block), np.uint8),
+            np.empty((1, block), np.int64),
+            np.zeros(layout[5], np.float32),
+        )
+        for q in range(lo, hi):
+            a, b = q_ptr[q], q_ptr[q + 1]
+            out_post[q] = search_one(
+                q_idx[a:b], q_val[a:b], layout, forward, k, threshold, scratch, out_s[q], out_i[q]
+            )
