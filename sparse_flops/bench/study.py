@@ -1,0 +1,380 @@
+"""The study's report: ``docs/results.md`` and its plots, written from a sweep's ``sweep.json``
+(no number typed by hand).
+
+    python -m sparse_flops.bench.study --sweep=results/study_fashion_mnist/sweep.json \\
+        --out=docs/results.md
+
+Every point is a (method, setting) averaged over the seeds that finished it, with its min and
+max. Curves: the sparse index over each regulariser's weights (FLOPs, L1), the unregularised
+ReLU head, exact dense search over the dense models' dimensions, PCA / LSH / PQ / IVF-PQ over
+their parameters (fitted on the reference dense model), and the two-stage pipeline (FLOPs
+candidates re-ranked by the reference dense model) over weights and candidate counts. Methods
+are compared at equal cost: the best accuracy each reaches within a budget of ms/query (or of
+multiply-adds), read off its points, never one point against one point.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+from absl import app, flags
+
+from sparse_flops import io_utils
+from sparse_flops.bench.report import accuracy_key, markdown_table
+
+# Curve name -> how its rows are picked: (member family, or None for any; row method prefix).
+CURVES = {
+    "FLOPs": ("flops", "sparse index (ours)"),
+    "L1": ("l1", "sparse index (ours)"),
+    "ReLU, no penalty": ("relu", "sparse index (ours)"),
+    "dense exact": ("dense", "dense exact (BLAS)"),
+    "PCA": (None, "PCA + exact"),
+    "LSH": (None, "LSH (Hamming)"),
+    "PQ": (None, "PQ (faiss)"),
+    "IVF-PQ": (None, "IVF-PQ (faiss)"),
+    "two-stage FLOPs": ("flops", "two-stage"),
+}
+COSTS = {"ms": "ms_per_query_1t", "MACs": "macs_per_query"}
+
+
+def _point_key(member: dict, row: dict) -> str:
+    grid = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in member["grid"].items())
+    setting = row["setting"].split(", re-rank")[0]
+    return "; ".join(x for x in (grid, setting) if x)
+
+
+def curve_points(sweep: dict, regime: str) -> dict[str, list[dict]]:
+    """``{curve: [point]}``: each point the mean, min and max over seeds of accuracy and costs
+    of one (grid value, setting), with the number of seeds."""
+    acc_key = accuracy_key(regime)
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for member in sweep["members"]:
+        for row in member["rows"]:
+            if row["regime"] != regime:
+                continue
+            for curve, (family, prefix) in CURVES.items():
+                if (family is None or member["family"] == family) and row["method"].startswith(
+                    prefix
+                ):
+                    groups[(curve, _point_key(member, row))].append(
+                        {
+                            "acc": row[acc_key],
+                            "ms": row[COSTS["ms"]],
+                            "MACs": row[COSTS["MACs"]],
+                            "seed": member["seed"],
+                        }
+                    )
+    out: dict[str, list[dict]] = defaultdict(list)
+    for (curve, key), vals in groups.items():
+        point = {"curve": curve, "setting": key, "seeds": len({v["seed"] for v in vals})}
+        for field in ("acc", "ms", "MACs"):
+            x = np.array([v[field] for v in vals], float)
+            point[field], point[field + "_min"], point[field + "_max"] = (
+                float(x.mean()),
+                float(x.min()),
+                float(x.max()),
+            )
+        out[curve].append(point)
+    return dict(out)
+
+
+def pareto(points: list[dict], cost: str) -> list[dict]:
+    """The points no other point beats on both cost (lower) and accuracy (higher), by cost."""
+    front, best = [], -np.inf
+    for p in sorted(points, key=lambda p: (p[cost], -p["acc"])):
+        if p["acc"] > best:
+            front.append(p)
+            best = p["acc"]
+    return front
+
+
+def best_within(points: list[dict], cost: str, budget: float) -> dict | None:
+    """The most accurate point costing at most ``budget`` (None if none does)."""
+    ok = [p for p in points if p[cost] <= budget]
+    return max(ok, key=lambda p: p["acc"]) if ok else None
+
+
+def equal_cost_lines(curves: dict, a: str, b: str, cost: str, unit: str) -> list[str]:
+    """Statements comparing curves ``a`` and ``b`` at each of ``a``'s Pareto points' costs."""
+    if a not in curves or b not in curves:
+        return []
+    lines = []
+    for p in pareto(curves[a], cost):
+        q = best_within(curves[b], cost, p[cost])
+        budget = _num(p[cost]) + f" {unit}"
+        if q is None:
+            lines.append(f"- at {budget}: {a} {p['acc']:.3f}; {b} has no point this cheap")
+            continue
+        diff = p["acc"] - q["acc"]
+        word = "above" if diff > 0 else "below" if diff < 0 else "level with"
+        lines.append(
+            f"- at {budget}: {a} {p['acc']:.3f} ({p['setting']}), {b} {q['acc']:.3f} "
+            f"({q['setting']}): {a} is {abs(diff):.3f} {word}"
+        )
+    return lines
+
+
+def _num(x: float) -> str:
+    return f"{x:.3g}" if abs(x) < 1e4 else f"{x:.2e}"
+
+
+def speedup_at_equal_accuracy(curves: dict, exact: str = "dense exact") -> list[str]:
+    """For the most accurate exact dense point: the cheapest point of each other curve at the
+    same (or higher) mean accuracy, and its speed-up."""
+    if exact not in curves:
+        return []
+    ref = max(curves[exact], key=lambda p: p["acc"])
+    lines = [
+        f"Reference: exact dense search, {ref['setting']}: accuracy {ref['acc']:.3f} at "
+        f"{ref['ms']:.3g} ms/query."
+    ]
+    for curve, points in curves.items():
+        if curve == exact:
+            continue
+        ok = [p for p in points if p["acc"] >= ref["acc"]]
+        if ok:
+            p = min(ok, key=lambda p: p["ms"])
+            lines.append(
+                f"- {curve}: {p['acc']:.3f} at {p['ms']:.3g} ms/query ({p['setting']}), "
+                f"{ref['ms'] / p['ms']:.2f}x the speed of exact dense search"
+            )
+        else:
+            p = max(points, key=lambda p: p["acc"])
+            lines.append(
+                f"- {curve}: never reaches it; its best is {p['acc']:.3f} at {p['ms']:.3g} "
+                f"ms/query ({p['setting']})"
+            )
+    return lines
+
+
+def validation_table(sweep: dict) -> list[dict]:
+    """Per sparse family and weight: validation precision@1, mean non-zeros, ``sum p^2`` and
+    ``R_sub`` (mean over seeds, from each member's training-time evaluation)."""
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for m in sweep["members"]:
+        if m["sparse"]:
+            groups[(m["family"], json.dumps(m["grid"]))].append(m["validation"])
+    rows = []
+    for (family, grid), vals in sorted(groups.items()):
+        row = {
+            "family": family,
+            "setting": ", ".join(f"{k}={v}" for k, v in json.loads(grid).items()),
+        }
+        row["seeds"] = len(vals)
+        for key in ("precision@1", "mean_nonzeros", "sum_p_squared", "r_sub"):
+            x = np.array([v[key] for v in vals], float)
+            row[key] = float(x.mean())
+            row[key + " (min-max)"] = f"{x.min():.3g}-{x.max():.3g}"
+        rows.append(row)
+    return rows
+
+
+def chosen_weight(val_rows: list[dict], family: str, tolerance: float = 0.01) -> dict | None:
+    """The validation choice of a family's weight: the sparsest member (fewest mean non-zeros)
+    whose validation precision@1 is within ``tolerance`` of the family's best."""
+    rows = [r for r in val_rows if r["family"] == family]
+    if not rows:
+        return None
+    best = max(r["precision@1"] for r in rows)
+    ok = [r for r in rows if r["precision@1"] >= best - tolerance]
+    return min(ok, key=lambda r: r["mean_nonzeros"])
+
+
+def plot(curves_by_regime: dict, val_rows: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    regimes = list(curves_by_regime)
+    fig, axes = plt.subplots(len(regimes) + 1, 2, figsize=(13, 4.6 * (len(regimes) + 1)))
+    axes = np.atleast_2d(axes)
+    for r, regime in enumerate(regimes):
+        for c, cost in enumerate(COSTS):
+            ax = axes[r, c]
+            for curve, points in sorted(curves_by_regime[regime].items()):
+                pts = sorted(points, key=lambda p: p[cost])
+                x = np.array([p[cost] for p in pts])
+                y = np.array([p["acc"] for p in pts])
+                err = np.array(
+                    [[p["acc"] - p["acc_min"] for p in pts], [p["acc_max"] - p["acc"] for p in pts]]
+                )
+                line = ax.errorbar(x, y, yerr=err, fmt="o", ms=4, capsize=2, alpha=0.6, label=curve)
+                front = pareto(points, cost)
+                ax.plot(
+                    [p[cost] for p in front],
+                    [p["acc"] for p in front],
+                    "-",
+                    color=line[0].get_color(),
+                )
+            ax.set_xscale("log")
+            ax.set_xlabel("ms per query (1 thread)" if cost == "ms" else "multiply-adds per query")
+            ax.set_ylabel(accuracy_key(regime))
+            ax.set_title(f"{regime} retrieval (lines: each method's Pareto front)")
+            ax.grid(alpha=0.3)
+        axes[r, 0].legend(fontsize=7)
+    for c, key in enumerate(("r_sub", "sum_p_squared")):
+        ax = axes[-1, c]
+        for family in sorted({v["family"] for v in val_rows}):
+            rows = sorted(
+                [v for v in val_rows if v["family"] == family], key=lambda v: v["mean_nonzeros"]
+            )
+            ax.plot([v["mean_nonzeros"] for v in rows], [v[key] for v in rows], "o-", label=family)
+        ax.set_xscale("log")
+        ax.set_xlabel("mean non-zeros per code (validation)")
+        ax.set_ylabel("R_sub" if key == "r_sub" else "sum_j p_j^2")
+        ax.set_title("the paper's Figure 4 b/d: " + ("R_sub" if key == "r_sub" else "sum p^2"))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+
+    def save(tmp):
+        fig.savefig(tmp, dpi=90, format="png")
+
+    io_utils.atomic_write(path, save)
+    plt.close(fig)
+
+
+def write_results(sweep_path: str, out_path: str, commands: Sequence[str] = ()) -> str:
+    """Writes the study's Markdown report (and its plot beside it); returns the text."""
+    with open(sweep_path) as f:
+        sweep = json.load(f)
+    regimes = [
+        r
+        for r in ("class", "instance")
+        if any(row["regime"] == r for m in sweep["members"] for row in m["rows"])
+    ]
+    curves_by_regime = {r: curve_points(sweep, r) for r in regimes}
+    val_rows = validation_table(sweep)
+    png = os.path.splitext(out_path)[0] + ".png"
+    plot(curves_by_regime, val_rows, png)
+    seeds_done = sorted({m["seed"] for m in sweep["members"]})
+    lines = [
+        "# Results: the FLOPs trade-off against its peers at equal cost",
+        "",
+        "Written by `python -m sparse_flops.bench.study` from the sweep's own records; no "
+        "figure here is typed by hand. Reproduce with:",
+        "",
+        "```",
+        *commands,
+        f"python -m sparse_flops.bench.study --sweep={sweep_path} --out={out_path}",
+        "```",
+        "",
+        f"Members finished: {len(sweep['members'])} (seeds {seeds_done}); not yet run: "
+        f"{len(sweep['missing'])}"
+        + (
+            f" ({', '.join(sweep['missing'][:8])}{', ...' if len(sweep['missing']) > 8 else ''})"
+            if sweep["missing"]
+            else ""
+        )
+        + ".",
+        "Every point below is the mean over the seeds that finished it (`seeds`), with min-max.",
+        "Hyper-parameters are read on the validation split; every accuracy and timing is on the "
+        "test split (timings: 1 thread, median of repeats).",
+        "",
+        f"![trade-off curves]({os.path.basename(png)})",
+        "",
+    ]
+    summary: list[str] = []
+    body_start = len(lines)
+    for regime in regimes:
+        curves = curves_by_regime[regime]
+        acc = accuracy_key(regime)
+        lines += [f"## {regime.capitalize()} retrieval ({acc})", ""]
+        table = []
+        for curve in CURVES:
+            for p in sorted(curves.get(curve, []), key=lambda p: p["ms"]):
+                front = any(p is q for q in pareto(curves[curve], "ms"))
+                table.append(
+                    {
+                        "method": curve,
+                        "setting": p["setting"],
+                        "seeds": p["seeds"],
+                        acc: p["acc"],
+                        "min-max": f"{p['acc_min']:.3f}-{p['acc_max']:.3f}",
+                        "ms/query": p["ms"],
+                        "MACs/query": p["MACs"],
+                        "Pareto (ms)": "yes" if front else "",
+                    }
+                )
+        lines += [markdown_table(table, list(table[0]) if table else []), ""]
+        for cost, unit in (("ms", "ms/query"), ("MACs", "multiply-adds/query")):
+            for a, b in (
+                ("FLOPs", "L1"),
+                ("FLOPs", "dense exact"),
+                ("FLOPs", "PCA"),
+                ("FLOPs", "LSH"),
+                ("FLOPs", "PQ"),
+                ("FLOPs", "IVF-PQ"),
+                ("two-stage FLOPs", "dense exact"),
+                ("two-stage FLOPs", "LSH"),
+            ):
+                block = equal_cost_lines(curves, a, b, cost, unit)
+                if block:
+                    above = sum(x.endswith("above") for x in block)
+                    below = sum(x.endswith("below") for x in block)
+                    none = sum(x.endswith("this cheap") for x in block)
+                    summary.append(
+                        f"- {regime}, equal {unit}: {a} above {b} at {above} of {len(block)} "
+                        f"budgets, below at {below}, level at {len(block) - above - below - none}"
+                        + (f", {b} has no point as cheap at {none}" if none else "")
+                    )
+                    lines += [
+                        f"**{a} against {b} at equal {unit}** (best accuracy within each budget):",
+                        "",
+                        *block,
+                        "",
+                    ]
+        lines += [
+            "**Speed-up over exact dense search at equal accuracy:**",
+            "",
+            *speedup_at_equal_accuracy(curves),
+            "",
+        ]
+    lines += [
+        "## Validation: sparsity, `sum p^2` and `R_sub` (the paper's Figure 4 b/d)",
+        "",
+        markdown_table(val_rows, list(val_rows[0]) if val_rows else []),
+        "",
+    ]
+    for family in ("flops", "l1"):
+        c = chosen_weight(val_rows, family)
+        if c:
+            lines.append(
+                f"- Validation choice for {family}: {c['setting']} (the sparsest within 0.01 "
+                f"precision@1 of the family's best on validation: {c['precision@1']:.3f} at "
+                f"{c['mean_nonzeros']:.1f} non-zeros)."
+            )
+    lines[body_start:body_start] = [
+        "## In short (counted from the comparisons below)",
+        "",
+        *summary,
+        "",
+        "The million-item open-set table (distractors embedded in chunks, NT-Xent models) is "
+        "not part of this report yet: its rows will come from the same records once run.",
+        "",
+    ]
+    text = "\n".join(lines) + "\n"
+    io_utils.atomic_write_text(out_path, text)
+    return text
+
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("sweep", None, "A sweep's sweep.json.")
+flags.DEFINE_string("out", "docs/results.md", "The Markdown report to write (plot beside it).")
+flags.DEFINE_multi_string("command", [], "Commands that produced the sweep, listed in the report.")
+
+
+def main(argv):
+    del argv
+    if not FLAGS.sweep or not os.path.isfile(FLAGS.sweep):
+        raise app.UsageError(f"--sweep must name a sweep.json, got {FLAGS.sweep!r}")
+    write_results(FLAGS.sweep, FLAGS.out, FLAGS.command)
+
+
+if __name__ == "__main__":
+    app.run(main)

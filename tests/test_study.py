@@ -1,0 +1,140 @@
+import json
+import os
+
+import pytest
+
+from sparse_flops.bench import study
+
+
+def _member(name, family, seed, grid, sparse, rows, nnz=10.0):
+    return {
+        "name": name,
+        "family": family,
+        "seed": seed,
+        "grid": grid,
+        "sparse": sparse,
+        "validation": {
+            "precision@1": 0.8 - 0.01 * seed,
+            "mean_nonzeros": nnz,
+            "sum_p_squared": nnz / 3,
+            "r_sub": 1.5,
+        },
+        "rows": rows,
+    }
+
+
+def _row(method, setting, acc, ms, macs, regime="class"):
+    key = "precision@1" if regime == "class" else "recall@1"
+    return {
+        "regime": regime,
+        "method": method,
+        "setting": setting,
+        key: acc,
+        "ms_per_query_1t": ms,
+        "macs_per_query": macs,
+    }
+
+
+def fake_sweep():
+    members = []
+    for seed in (0, 1):
+        d = 0.01 * seed
+        members.append(
+            _member(
+                f"dense-dim64-seed{seed}",
+                "dense",
+                seed,
+                {"model.dim": 64},
+                False,
+                [
+                    _row("dense exact (BLAS)", "d=64", 0.90 + d, 1.0, 1e6),
+                    _row("PCA + exact", "k=8", 0.70 + d, 0.2, 1e5),
+                    _row("dense exact (BLAS)", "d=64", 0.05 + d, 1.0, 1e6, "instance"),
+                ],
+            )  # fmt: skip
+        )
+        for w, acc, ms in ((1.0, 0.88, 0.5), (10.0, 0.80, 0.1)):
+            members.append(
+                _member(
+                    f"flops-weight{w}-seed{seed}",
+                    "flops",
+                    seed,
+                    {"regularizer.weight": w},
+                    True,
+                    [
+                        _row("sparse index (ours)", "", acc + d, ms, 1e4 / w),
+                        _row(
+                            "two-stage: sparse + dense re-rank",
+                            "K=50, re-rank dense",
+                            0.92 + d,
+                            ms + 0.3,
+                            2e4,
+                        ),
+                        _row("sparse index (ours)", "", 0.03 + d, ms, 1e4 / w, "instance"),
+                    ],
+                    nnz=100 / w,
+                )  # fmt: skip
+            )
+        members.append(
+            _member(
+                f"l1-weight0.1-seed{seed}",
+                "l1",
+                seed,
+                {"regularizer.weight": 0.1},
+                True,
+                [_row("sparse index (ours)", "", 0.85 + d, 0.3, 5e3)],
+                nnz=20,
+            )  # fmt: skip
+        )
+    return {"members": members, "missing": ["l1-weight1.0-seed0"]}
+
+
+def test_points_are_means_over_seeds_with_their_spread():
+    curves = study.curve_points(fake_sweep(), "class")
+    flops = {p["setting"]: p for p in curves["FLOPs"]}
+    p = flops["weight=1.0"]
+    assert p["seeds"] == 2
+    assert p["acc"] == pytest.approx(0.885) and (p["acc_min"], p["acc_max"]) == (0.88, 0.89)
+    assert {q["setting"] for q in curves["two-stage FLOPs"]} == {
+        "weight=1.0; K=50",
+        "weight=10.0; K=50",
+    }
+    # the sparse members' BLAS rows are not the dense curve; only dense members are
+    assert [q["setting"] for q in curves["dense exact"]] == ["dim=64; d=64"]
+
+
+def test_pareto_and_budgets():
+    pts = [
+        {"acc": 0.5, "ms": 1.0},
+        {"acc": 0.4, "ms": 2.0},  # dominated
+        {"acc": 0.7, "ms": 3.0},
+    ]
+    assert [p["acc"] for p in study.pareto(pts, "ms")] == [0.5, 0.7]
+    assert study.best_within(pts, "ms", 2.5)["acc"] == 0.5
+    assert study.best_within(pts, "ms", 0.5) is None
+
+
+def test_equal_cost_statements_compare_within_the_same_budget():
+    curves = study.curve_points(fake_sweep(), "class")
+    lines = study.equal_cost_lines(curves, "FLOPs", "L1", "ms", "ms/query")
+    # FLOPs' front: 0.805 at 0.1 ms (L1 has nothing that cheap), 0.885 at 0.5 ms vs L1 0.855
+    assert lines[0].endswith("no point this cheap")
+    assert "FLOPs 0.885" in lines[1] and "L1 0.855" in lines[1] and lines[1].endswith("above")
+    speed = study.speedup_at_equal_accuracy(curves)
+    assert any(x.startswith("- two-stage FLOPs: 0.925") for x in speed)
+    assert any(x.startswith("- FLOPs: never reaches it") for x in speed)
+
+
+def test_write_results_writes_report_and_plot(tmp_path):
+    sweep_path = tmp_path / "sweep.json"
+    sweep_path.write_text(json.dumps(fake_sweep()))
+    out = tmp_path / "results.md"
+    text = study.write_results(str(sweep_path), str(out), ["python launch.py --mode=sweep ..."])
+    assert out.read_text() == text
+    assert os.path.getsize(tmp_path / "results.png") > 1000
+    assert "## Class retrieval (precision@1)" in text and "## Instance retrieval (recall@1)" in text
+    assert "FLOPs above L1 at 1 of 2 budgets" in text
+    assert "not yet run: 1 (l1-weight1.0-seed0)" in text
+    assert "python launch.py --mode=sweep ..." in text
+    # validation choice: the sparsest FLOPs weight within 0.01 of the best validation precision
+    assert "Validation choice for flops: regularizer.weight=10.0" in text
