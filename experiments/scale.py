@@ -19,6 +19,7 @@ def get_config(arg: str | None = None):
     c.scale.k = 100
     c.scale.repeats = 3  # timed repeats; the median is reported
     c.scale.scipy_queries = 200  # queries timed (and checked) on scipy's Q @ D.T
+    c.scale.batch_size = 16  # the batched search's queries per batch (a column of its own)
     c.scale.seed = 0
     if arg == "smoke":
         c.scale.num_items = 3000

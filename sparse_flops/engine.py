@@ -83,13 +83,12 @@ def _scatter(acc, rows, codes, p0, p1, w):
 
 @numba.njit(cache=True, nogil=True)
 def _count_at_least(acc, lo, hi, g):
-    """How many of ``acc[lo:hi]`` are ``>= g`` (a branch-free loop the compiler vectorises)."""
+    """How many of ``acc[lo:hi]`` are ``>= g`` (a branch-free loop over a view from 0, which
+    the compiler vectorises)."""
+    a = acc[lo:hi]
     c = 0
-    i = np.uint64(lo)
-    end = np.uint64(hi)
-    while i < end:
-        c += acc[i] >= g
-        i += _ONE
+    for i in range(a.shape[0]):
+        c += a[i] >= g
     return c
 
 

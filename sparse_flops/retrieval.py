@@ -261,7 +261,7 @@ class SparseIndex:
     Args:
       database: scipy sparse or dense ``(n, d)``.
       block_size: rows per block: the accumulators of one block (``batch_size`` of them) should
-        stay in the core's cache. Default: 4096 for the compact engine (at most 65,536, the
+        stay in the core's cache. Default: 2048 for the compact engine (at most 65,536, the
         reach of its 16-bit row offsets), 65,536 for the reference engine.
       engine: ``compact`` (default; :mod:`sparse_flops.engine`: 4-byte postings, query batching,
         exact re-score from a float32 forward store) or ``reference`` (the term-at-a-time engine
@@ -273,7 +273,7 @@ class SparseIndex:
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
         if block_size is None:
-            block_size = 4096 if engine == "compact" else 65536
+            block_size = 2048 if engine == "compact" else 65536
         if block_size <= 0:
             raise ValueError(f"block_size must be positive, got {block_size}")
         if engine == "compact" and block_size > 65536:
@@ -356,7 +356,7 @@ class SparseIndex:
         threshold: float | None = None,
         num_threads: int | None = None,
         return_costs: bool = False,
-        batch_size: int = 16,
+        batch_size: int = 1,
     ):
         """Top-k inner products of each query row ``(q, d)``.
 
@@ -367,7 +367,8 @@ class SparseIndex:
           num_threads: numba threads (default: all).
           return_costs: also return the multiply-adds of each query.
           batch_size: queries a thread searches together (compact engine), sharing each
-            posting read among them.
+            posting read among them. The default, 1, is the fastest where the index fits in the
+            last-level cache (the scale benchmark measures both).
         Returns:
           ``(scores (q, k) float32, ids (q, k) int64)``, and with ``return_costs`` a third array
           ``(q,)`` int64: the postings each query walked (its multiply-adds; the summed lengths

@@ -62,11 +62,20 @@ SCALE_COLUMNS = (
     "expected_macs_per_query",
     "build_s",
     "ms_per_query_1t",
+    "bound_ms",
+    "ms_over_bound",
+    "ms_per_query_reference_1t",
+    "speedup_vs_reference_1t",
+    "ms_per_query_batched_1t",
     "ms_per_query_all",
     "thread_speedup",
     "ms_per_query_scipy_1t",
     "speedup_vs_scipy_1t",
+    "engines_agree",
+    "index_bytes_per_posting",
     "index_mib",
+    "forward_store_mib",
+    "reference_index_mib",
     "peak_rss_mib",
 )
 
@@ -95,6 +104,13 @@ def write_report(report: dict, out_dir: str) -> None:
                 + markdown_table(sel, columns)
             )
         body = "\n\n".join(parts)
+    if "machine_limits" in report:
+        lim = report["machine_limits"]
+        body += (
+            f"\n\nMeasured in this run, one core: stream {lim['stream_gbs']:.1f} GB/s, scatter "
+            f"{lim['scatter_gups']:.2f} G updates/s. `bound_ms` = max(postings x bytes per posting"
+            " / stream, postings / scatter rate); `ms_over_bound` = ms_per_query_1t / bound_ms."
+        )
     md = (
         body
         + "\n\nEnvironment: "

@@ -56,3 +56,48 @@ def environment() -> dict:
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+@numba.njit(cache=True, nogil=True)
+def _stream(a):
+    total = np.uint64(0)  # integer adds: the compiler vectorises them, the reads are the limit
+    for i in range(a.shape[0]):
+        total += a[i]
+    return total
+
+
+@numba.njit(cache=True, nogil=True)
+def _scatter(acc, rows, codes, w):
+    one = np.uint64(1)
+    p = np.uint64(0)
+    end = np.uint64(rows.shape[0])
+    while p < end:
+        acc[rows[p]] += w * np.float32(codes[p])
+        p += one
+    return acc[0]
+
+
+def machine_limits(stream_mib: int = 1024, updates: int = 1 << 24, repeats: int = 5) -> dict:
+    """This core's limits for the sparse engine, measured now (one thread, medians):
+
+    - ``stream_gbs``: the rate of reading a ``stream_mib`` array once (beyond the caches);
+    - ``scatter_gups``: the rate of the engine's inner loop (``acc[row] += w * code`` with 16-bit
+      rows and codes) into an accumulator of 4096 float32 rows, its data in cache.
+    """
+    a = np.ones(stream_mib << 17, np.uint64)
+    stream_s = median_seconds(lambda: _stream(a), repeats)
+    a = None  # free the buffer before the next measurement
+    rng = np.random.default_rng(0)
+    rows = rng.integers(0, 4096, updates // 64).astype(np.uint16)  # 0.5 MiB: in cache
+    codes = rng.integers(1, 32767, updates // 64).astype(np.int16)
+    acc = np.zeros(4096, np.float32)
+
+    def scatter():
+        for _ in range(64):
+            _scatter(acc, rows, codes, np.float32(1e-3))
+
+    scatter_s = median_seconds(scatter, repeats)
+    return {
+        "stream_gbs": (stream_mib << 20) / stream_s / 1e9,
+        "scatter_gups": updates / scatter_s / 1e9,
+    }
