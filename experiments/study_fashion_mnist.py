@@ -76,12 +76,6 @@ def get_config(arg: str | None = None):
         c.model.backbone_kwargs.features = 64
         c.data.validation_size = 128
         c.model.dim = 64
-        c.benchmark.threads = 1
-        c.benchmark.pca_dims = (8,)
-        c.benchmark.lsh_bits = (64,)
-        c.benchmark.pq_m = (8,)
-        c.benchmark.ivf_nprobe = (2,)
-        c.benchmark.two_stage_candidates = (20,)
         c.sweep.families = ml_collections.ConfigDict(
             dict(
                 dense="model.activation=none regularizer.name=none regularizer.weight=0.0 "

@@ -34,26 +34,36 @@ _EPS32 = np.float32(2.0**-24)
 
 
 @numba.njit(cache=True, nogil=True)
+def block_pointers(post_ptr, post_rows, n, block):
+    """``(d, nb + 1)`` offsets: postings of dimension j in row block b are
+    ``[ptr[j, b], ptr[j, b + 1])`` (posting lists are sorted by row). Both engines' layout."""
+    d = post_ptr.shape[0] - 1
+    nb = (n + block - 1) // block
+    ptr = np.empty((d, nb + 1), np.int64)
+    for j in range(d):
+        p = post_ptr[j]
+        end = post_ptr[j + 1]
+        for b in range(nb + 1):
+            limit = b * block
+            while p < end and post_rows[p] < limit:
+                p += 1
+            ptr[j, b] = p
+        ptr[j, nb] = end
+    return ptr
+
+
+@numba.njit(cache=True, nogil=True)
 def build_layout(col_ptr, col_rows, col_vals, n, block, inv_scale):
     """The compact postings of a CSC database (rows ascending within each column):
     ``(ptr (d, nb + 1) int64, rows (nnz,) uint16, codes (nnz,) int16)``; the postings of
     dimension ``j`` in row block ``b`` are ``ptr[j, b]`` to ``ptr[j, b + 1]``."""
     d = col_ptr.shape[0] - 1
-    nb = (n + block - 1) // block
     nnz = col_ptr[d]
-    ptr = np.empty((d, nb + 1), np.int64)
+    ptr = block_pointers(col_ptr, col_rows, n, block)
     rows = np.empty(nnz, np.uint16)
     codes = np.empty(nnz, np.int16)
     for j in range(d):
-        p = col_ptr[j]
-        end = col_ptr[j + 1]
-        for b in range(nb + 1):
-            limit = b * block
-            while p < end and col_rows[p] < limit:
-                p += 1
-            ptr[j, b] = p
-        ptr[j, nb] = end
-        for p in range(col_ptr[j], end):
+        for p in range(col_ptr[j], col_ptr[j + 1]):
             r = col_rows[p]
             rows[p] = r - (r // block) * block
             c = np.round(col_vals[p] * inv_scale[j])
@@ -72,7 +82,7 @@ _ONE = np.uint64(1)
 
 
 @numba.njit(cache=True, nogil=True)
-def _scatter(acc, rows, codes, p0, p1, w):
+def scatter(acc, rows, codes, p0, p1, w):
     """``acc[rows[p]] += w * codes[p]`` for the postings ``p0`` to ``p1``."""
     p = np.uint64(p0)
     end = np.uint64(p1)
@@ -93,7 +103,8 @@ def _count_at_least(acc, lo, hi, g):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _worse(s1, i1, s2, i2):
+def worse(s1, i1, s2, i2):
+    """Whether (s1, i1) ranks below (s2, i2): lower score, or equal score and larger id."""
     return s1 < s2 or (s1 == s2 and i1 > i2)
 
 
@@ -106,7 +117,7 @@ def _push(hs, hi, s, size, k, v, i):
         size += 1
         while pos > 0:
             parent = (pos - 1) // 2
-            if _worse(v, i, hs[s, parent], hi[s, parent]):
+            if worse(v, i, hs[s, parent], hi[s, parent]):
                 hs[s, pos] = hs[s, parent]
                 hi[s, pos] = hi[s, parent]
                 pos = parent
@@ -122,9 +133,9 @@ def _push(hs, hi, s, size, k, v, i):
             break
         child = left
         right = left + 1
-        if right < size and _worse(hs[s, right], hi[s, right], hs[s, left], hi[s, left]):
+        if right < size and worse(hs[s, right], hi[s, right], hs[s, left], hi[s, left]):
             child = right
-        if _worse(hs[s, child], hi[s, child], v, i):
+        if worse(hs[s, child], hi[s, child], v, i):
             hs[s, pos] = hs[s, child]
             hi[s, pos] = hi[s, child]
             pos = child
@@ -147,7 +158,7 @@ def _offer(hs, hi, hsize, buf_s, buf_i, bsize, err, floor, gate, s, v, i, k):
         if hsize[s] == k:
             gate[s] = max(floor[s], hs[s, 0] - e2)
         return
-    if _worse(hs[s, 0], hi[s, 0], v, i):
+    if worse(hs[s, 0], hi[s, 0], v, i):
         old_s, old_i = hs[s, 0], hi[s, 0]
         _push(hs, hi, s, k, k, v, i)
         gate[s] = max(floor[s], hs[s, 0] - e2)
@@ -273,7 +284,7 @@ def search_range(queries, lo, hi, layout, forward, k, threshold, batch, cap, out
                     s = ts[order[g]]
                     w = tw[order[g]]
                     if dense[s]:
-                        _scatter(acc[s], rows, codes, p0, p1, w)
+                        scatter(acc[s], rows, codes, p0, p1, w)
                     else:
                         c = nt[s]
                         for p in range(p0, p1):
@@ -471,7 +482,7 @@ def _take(hs, hi, size, k, buf_s, buf_i, bsize, e2, v, i):
     its root, into the candidate buffer; returns the new sizes."""
     if size < k:
         return _push(hs, hi, 0, size, k, v, i), bsize
-    if _worse(hs[0, 0], hi[0, 0], v, i):
+    if worse(hs[0, 0], hi[0, 0], v, i):
         old_s, old_i = hs[0, 0], hi[0, 0]
         _push(hs, hi, 0, k, k, v, i)
         v, i = old_s, old_i

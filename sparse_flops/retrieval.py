@@ -26,14 +26,8 @@ from sparse_flops import engine as _engine
 
 _CODE_MAX = _engine.CODE_MAX
 
-# A query whose postings exceed this fraction of the database scans the accumulator.
-_SCAN_FRACTION = 0.125
-
-
-@numba.njit(cache=True, nogil=True)
-def _worse(s1, i1, s2, i2):
-    """Whether (s1, i1) ranks below (s2, i2): lower score, or equal score and larger id."""
-    return s1 < s2 or (s1 == s2 and i1 > i2)
+_SCAN_FRACTION = _engine.SCAN_FRACTION
+_worse = _engine.worse
 
 
 @numba.njit(cache=True, nogil=True)
@@ -73,25 +67,6 @@ def _heap_push(hs, hi, size, k, s, i):
     hs[pos] = s
     hi[pos] = i
     return size
-
-
-@numba.njit(cache=True, nogil=True)
-def _block_pointers(post_ptr, post_rows, n, block):
-    """``(d, nb + 1)`` offsets: postings of dimension j in row block b are
-    ``[ptr[j, b], ptr[j, b + 1])`` (posting lists are sorted by row)."""
-    d = post_ptr.shape[0] - 1
-    nb = (n + block - 1) // block
-    ptr = np.empty((d, nb + 1), np.int64)
-    for j in range(d):
-        p = post_ptr[j]
-        end = post_ptr[j + 1]
-        for b in range(nb + 1):
-            limit = b * block
-            while p < end and post_rows[p] < limit:
-                p += 1
-            ptr[j, b] = p
-        ptr[j, nb] = end
-    return ptr
 
 
 @numba.njit(cache=True, nogil=True)
@@ -288,16 +263,16 @@ class SparseIndex:
         self.n, self.dim = db.shape
         self.block_size = int(min(block_size, max(1, self.n)))
         self.posting_lengths = np.bincount(db.indices, minlength=self.dim).astype(np.int64)
+        csc = db.tocsc()
+        csc.sort_indices()
         if engine == "reference":
-            csc = db.tocsc()
-            csc.sort_indices()
             self.post_ptr = csc.indptr.astype(np.int64)
             self.post_rows = csc.indices.astype(np.int32)
             self.post_vals = csc.data.astype(np.float32)
-            self.block_ptr = _block_pointers(self.post_ptr, self.post_rows, self.n, self.block_size)
+            self.block_ptr = _engine.block_pointers(
+                self.post_ptr, self.post_rows, self.n, self.block_size
+            )
         else:
-            csc = db.tocsc()
-            csc.sort_indices()
             colmax = np.zeros(self.dim, np.float32)
             if db.nnz:
                 colmax = np.asarray(abs(csc).max(axis=0).todense(), np.float32).ravel()
@@ -308,7 +283,6 @@ class SparseIndex:
             self.ptr, self.rows, self.codes = _engine.build_layout(
                 csc.indptr.astype(np.int64), csc.indices, csc.data, self.n, self.block_size, inv
             )
-            del csc
             indptr = db.indptr.astype(np.int64)
             index_type = np.uint16 if self.dim <= 65536 else np.int32
             self.forward = (indptr, db.indices.astype(index_type), db.data.astype(np.float32))

@@ -241,12 +241,18 @@ def run_member(
         "environment": report["environment"],
         "config": _config_json(member.config),
     }
-    text = json.dumps(record, indent=1)
-    io_utils.atomic_write_text(os.path.join(workdir, MEMBER_FILE), text)
+    _write_json(record, os.path.join(workdir, MEMBER_FILE), record_dir, f"{member.name}.json")
+    return record
+
+
+def _write_json(obj: dict, path: str, record_dir: str, record_name: str) -> None:
+    """``obj`` as JSON at ``path`` and, when ``record_dir`` is set, at
+    ``record_dir/record_name`` (each written atomically)."""
+    text = json.dumps(obj, indent=1)
+    io_utils.atomic_write_text(path, text)
     if record_dir:
         os.makedirs(record_dir, exist_ok=True)
-        io_utils.atomic_write_text(os.path.join(record_dir, f"{member.name}.json"), text)
-    return record
+        io_utils.atomic_write_text(os.path.join(record_dir, record_name), text)
 
 
 def read_member(workdir: str, member: Member, record_dir: str = "") -> dict | None:
@@ -275,6 +281,7 @@ def run(sweep_config, workdir: str) -> dict:
     """Runs every unfinished member (within ``sweep.time_budget_min``), then collects."""
     validate(sweep_config)
     ms = members(sweep_config)
+    every = members(sweep_config, every=True) if sweep_config.sweep.only else ms
     sc = sweep_config.sweep
     os.makedirs(workdir, exist_ok=True)
     with io_utils.WorkdirLock(workdir):
@@ -308,9 +315,7 @@ def run(sweep_config, workdir: str) -> dict:
             t0 = time.perf_counter()
             reference_dir = None
             if sc.reference and not _is_reference(m, sc.reference):
-                reference_dir = _reference_export(
-                    members(sweep_config, every=True), m.seed, sc, workdir
-                )
+                reference_dir = _reference_export(every, m.seed, sc, workdir)
             run_member(m, os.path.join(workdir, m.name), reference_dir, rd)
             durations.append(time.perf_counter() - t0)
             bar.update(1)
@@ -351,10 +356,6 @@ def collect(sweep_config, workdir: str) -> dict:
         "members": records,
         "missing": missing,
     }
-    text = json.dumps(out, indent=1)
-    io_utils.atomic_write_text(os.path.join(workdir, SWEEP_FILE), text)
-    if sweep_config.sweep.record_dir:
-        os.makedirs(sweep_config.sweep.record_dir, exist_ok=True)
-        io_utils.atomic_write_text(os.path.join(sweep_config.sweep.record_dir, SWEEP_FILE), text)
+    _write_json(out, os.path.join(workdir, SWEEP_FILE), sweep_config.sweep.record_dir, SWEEP_FILE)
     logging.info("sweep: %d members collected, %d unfinished", len(records), len(missing))
     return out

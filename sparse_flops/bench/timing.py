@@ -17,6 +17,8 @@ import numba
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from sparse_flops import engine
+
 
 def median_seconds(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
     """Median wall time of ``fn()`` over ``repeats`` runs after ``warmup`` untimed runs."""
@@ -66,23 +68,13 @@ def _stream(a):
     return total
 
 
-@numba.njit(cache=True, nogil=True)
-def _scatter(acc, rows, codes, w):
-    one = np.uint64(1)
-    p = np.uint64(0)
-    end = np.uint64(rows.shape[0])
-    while p < end:
-        acc[rows[p]] += w * np.float32(codes[p])
-        p += one
-    return acc[0]
-
-
 def machine_limits(stream_mib: int = 1024, updates: int = 1 << 24, repeats: int = 5) -> dict:
     """This core's limits for the sparse engine, measured now (one thread, medians):
 
     - ``stream_gbs``: the rate of reading a ``stream_mib`` array once (beyond the caches);
     - ``scatter_gups``: the rate of the engine's inner loop (``acc[row] += w * code`` with 16-bit
-      rows and codes) into an accumulator of 4096 float32 rows, its data in cache.
+      rows and codes, the engine's own :func:`sparse_flops.engine.scatter`) into an accumulator
+      of 4096 float32 rows, its data in cache.
     """
     a = np.ones(stream_mib << 17, np.uint64)
     stream_s = median_seconds(lambda: _stream(a), repeats)
@@ -94,7 +86,7 @@ def machine_limits(stream_mib: int = 1024, updates: int = 1 << 24, repeats: int 
 
     def scatter():
         for _ in range(64):
-            _scatter(acc, rows, codes, np.float32(1e-3))
+            engine.scatter(acc, rows, codes, 0, len(rows), np.float32(1e-3))
 
     scatter_s = median_seconds(scatter, repeats)
     return {
