@@ -66,6 +66,7 @@ def get_config(arg: str | None = None):
     # Its seed's dense re-ranker of the two-stage pipeline and the export the compact-code
     # baselines (PCA, LSH, PQ, IVF-PQ) are fitted on.
     c.sweep.reference = "dense-dim1024"
+    c.sweep.stages = ("train", "export", "benchmark")  # ("train",): a tuning sweep
     c.sweep.time_budget_min = 0  # > 0: start no member past this many minutes (one part)
     # Each finished member's record (member.json) is copied here, inside the repository, so a
     # study survives its run folders; a member with a record here counts as finished.

@@ -35,6 +35,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.activation = "relu"  # relu | soft_threshold | none
     c.model.threshold = 0.0  # soft-threshold t
     c.model.batch_norm = True
+    c.model.batch_norm_scale = True  # False: the head's BatchNorm has no learned scale
 
     c.loss = ml_collections.ConfigDict()
     c.loss.name = "norm_softmax"  # arcface | cosface | norm_softmax | triplet | ntxent
@@ -46,6 +47,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.regularizer.name = "flops"  # flops | l1 | none
     c.regularizer.weight = 1.0  # database side (and the only side of one-sided losses)
     c.regularizer.query_weight = -1.0  # >= 0: query-side weight of two-view losses; -1: same
+    # What the penalty sees: "codes" = the L2-normalised embeddings; "activations" = the head's
+    # activations before the normalisation (the original code's choice).
+    c.regularizer.on = "codes"
     c.regularizer.schedule = "quadratic"  # quadratic | constant
     c.regularizer.warmup_steps = 1000
     # True: the original code's estimate, the mean of per-device penalties of the local batches
@@ -100,6 +104,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.benchmark.k = 100
     c.benchmark.ks = (1, 10, 100)
     c.benchmark.num_queries = 1000
+    c.benchmark.timing_queries = 0  # > 0: ms/query timed on the first N queries; 0 = all
     c.benchmark.repeats = 5
     c.benchmark.threads = 0  # 0 = all
     c.benchmark.methods = ("sparse", "scipy", "dense", "faiss", "pca", "lsh", "pq", "ivfpq")
@@ -170,6 +175,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     reg = config.regularizer
     _one_of(reg.name, regularizers.PENALTIES, "regularizer.name")
     _one_of(reg.schedule, regularizers.SCHEDULES, "regularizer.schedule")
+    _one_of(reg.on, regularizers.INPUTS, "regularizer.on")
     for key in ("weight", "warmup_steps"):
         if reg[key] < 0:
             raise ValueError(f"config.regularizer.{key} must be >= 0, got {reg[key]}")

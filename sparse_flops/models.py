@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from sparse_flops.losses import l2_normalize
 
 ACTIVATIONS = ("relu", "soft_threshold", "none")
+ACTIVATIONS_KEY = "activations"  # the head's sown pre-normalisation activations
 Dtype = Any
 
 
@@ -207,22 +208,32 @@ def make_backbone(name: str, **kwargs) -> nn.Module:
 class SparseHead(nn.Module):
     """Dense(dim) -> BatchNorm (optional) -> activation -> L2 normalisation.
 
-    Returns ``(batch, dim)`` float32 embeddings; exact zeros where the activation is zero.
+    Returns ``(batch, dim)`` float32 embeddings; exact zeros where the activation is zero. The
+    activations before the normalisation are sown as ``intermediates/activations`` (what the
+    original code's penalty sees; ``regularizer.on = "activations"``).
+
+    ``batch_norm_scale = False`` drops BatchNorm's learned scale, so the pre-activations keep
+    unit variance and a penalty on the activations can only be lowered by shifting units off
+    (sparsity), not by shrinking every unit alike (the loss is blind to that scale).
     """
 
     dim: int = 1024
     activation: str = "relu"
     threshold: float = 0.0
     batch_norm: bool = True
+    batch_norm_scale: bool = True
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         x = nn.Dense(self.dim, use_bias=not self.batch_norm, dtype=self.dtype)(x)
         if self.batch_norm:
-            x = nn.BatchNorm(use_running_average=not train, dtype=self.dtype)(x)
+            x = nn.BatchNorm(
+                use_running_average=not train, use_scale=self.batch_norm_scale, dtype=self.dtype
+            )(x)
         # Codes and their normalisation stay in float32 whatever the compute dtype.
         x = activation(self.activation, x.astype(jnp.float32), self.threshold)
+        self.sow("intermediates", ACTIVATIONS_KEY, x)
         return l2_normalize(x)
 
 
@@ -268,7 +279,7 @@ def build_model(model_config, num_classes: int, dtype: Dtype = jnp.float32) -> E
 
     Args:
       model_config: has ``backbone`` (a name), ``backbone_kwargs`` (dict), ``dim``, ``activation``,
-        ``threshold``, ``batch_norm``.
+        ``threshold``, ``batch_norm``, ``batch_norm_scale``.
       num_classes: classes of the classifier head; 0 for pair losses.
       dtype: compute dtype of the backbone and the head's dense layer.
     """
@@ -285,6 +296,7 @@ def build_model(model_config, num_classes: int, dtype: Dtype = jnp.float32) -> E
         activation=model_config.activation,
         threshold=model_config.threshold,
         batch_norm=model_config.batch_norm,
+        batch_norm_scale=model_config.batch_norm_scale,
         dtype=dtype,
     )
     return EmbeddingModel(backbone=backbone, head=head, num_classes=num_classes)

@@ -44,6 +44,10 @@ def no_penalty(z: jax.Array) -> jax.Array:
 
 PENALTIES: dict[str, Penalty] = {"flops": flops, "l1": l1, "none": no_penalty}
 
+# What a penalty is computed on (config.regularizer.on): the L2-normalised codes the index stores,
+# or the head's activations before that normalisation (the original code's choice).
+INPUTS = ("codes", "activations")
+
 
 def get_penalty(name: str) -> Penalty:
     """The registered penalty ``name``; a clear error names the choices."""

@@ -37,6 +37,9 @@ from sparse_flops import io_utils, logs
 from sparse_flops.config import as_tuple
 
 MEMBER_FILE = "member.json"
+# What a member runs: everything (the study), or training with its validation only (tuning).
+STAGES = ("train", "export", "benchmark")
+TRAIN_ONLY = ("train",)
 SWEEP_FILE = "sweep.json"
 
 
@@ -171,6 +174,12 @@ def validate(sweep_config) -> None:
         raise ValueError(
             f"config.sweep.time_budget_min must be >= 0, got {sweep_config.sweep.time_budget_min}"
         )
+    stages = as_tuple(sweep_config.sweep.stages)
+    if stages not in (STAGES, TRAIN_ONLY):
+        raise ValueError(
+            f"config.sweep.stages={stages}; use {STAGES} (train, export, benchmark) or "
+            f"{TRAIN_ONLY} (a tuning sweep: validation figures only)"
+        )
     ms = members(sweep_config)
     if not ms:
         raise ValueError("the sweep has no members (config.sweep.families / only / seeds)")
@@ -207,22 +216,30 @@ def _config_json(config) -> dict:
 
 
 def run_member(
-    member: Member, workdir: str, reference_dir: str | None, record_dir: str = ""
+    member: Member,
+    workdir: str,
+    reference_dir: str | None,
+    record_dir: str = "",
+    stages: tuple[str, ...] = STAGES,
 ) -> dict:
-    """Trains, exports and benchmarks one member in ``workdir``; writes its record there (and a
-    copy to ``record_dir/<member>.json`` when given) and returns it."""
+    """Trains, exports and benchmarks one member in ``workdir`` (``stages = ("train",)``: trains
+    only, the record holds the validation figures); writes its record there (and a copy to
+    ``record_dir/<member>.json`` when given) and returns it."""
     from sparse_flops import export, train
-    from sparse_flops.bench import tradeoff
+    from sparse_flops.bench import timing, tradeoff
 
     t0 = time.perf_counter()
     validation = train.train_and_evaluate(member.config, workdir)
     t_train = time.perf_counter() - t0
-    export.export_workdir(member.config, workdir)
+    report = {"rows": [], "environment": timing.environment()}
+    if stages == STAGES:
+        export.export_workdir(member.config, workdir)
     t_export = time.perf_counter() - t0 - t_train
-    others, settings = _member_settings(member, reference_dir)
-    report = tradeoff.benchmark_workdirs(
-        [workdir, *others], workdir, rows_for=(workdir,), **settings
-    )
+    if stages == STAGES:
+        others, settings = _member_settings(member, reference_dir)
+        report = tradeoff.benchmark_workdirs(
+            [workdir, *others], workdir, rows_for=(workdir,), **settings
+        )
     record = {
         "name": member.name,
         "family": member.family,
@@ -280,6 +297,7 @@ def read_member(workdir: str, member: Member, record_dir: str = "") -> dict | No
 def run(sweep_config, workdir: str) -> dict:
     """Runs every unfinished member (within ``sweep.time_budget_min``), then collects."""
     validate(sweep_config)
+    stages = as_tuple(sweep_config.sweep.stages)
     ms = members(sweep_config)
     every = members(sweep_config, every=True) if sweep_config.sweep.only else ms
     sc = sweep_config.sweep
@@ -314,9 +332,9 @@ def run(sweep_config, workdir: str) -> dict:
             bar.set_postfix_str(m.name)
             t0 = time.perf_counter()
             reference_dir = None
-            if sc.reference and not _is_reference(m, sc.reference):
+            if stages == STAGES and sc.reference and not _is_reference(m, sc.reference):
                 reference_dir = _reference_export(every, m.seed, sc, workdir)
-            run_member(m, os.path.join(workdir, m.name), reference_dir, rd)
+            run_member(m, os.path.join(workdir, m.name), reference_dir, rd, stages)
             durations.append(time.perf_counter() - t0)
             bar.update(1)
         bar.close()

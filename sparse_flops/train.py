@@ -91,6 +91,7 @@ def loss_and_grads(
     weight_fn: Callable[[jax.Array], jax.Array],
     query_weight_scale: float,
     augment_fn: Callable[[jax.Array, jax.Array], jax.Array],
+    penalty_on: str = "codes",
 ):
     """Total loss, its parts and its gradient with respect to ``params``; pure.
 
@@ -105,6 +106,8 @@ def loss_and_grads(
       weight_fn: ``step -> weight`` of the penalty on the database side.
       query_weight_scale: query-side weight over database-side weight (two-view losses).
       augment_fn: ``(key, inputs) -> augmented inputs``.
+      penalty_on: ``"codes"`` penalises the L2-normalised embeddings, ``"activations"`` the
+        head's activations before the normalisation (``config.regularizer.on``).
     Returns:
       ``((loss, (parts, embeddings (views * B, d), new batch stats)), grads)``; ``parts`` holds
       the task loss, the penalty (mean of the sides), its weight, and each side's penalty for
@@ -123,24 +126,28 @@ def loss_and_grads(
             inputs,
             train=True,
             rngs={"dropout": k_drop},
-            mutable=["batch_stats"],
+            mutable=["batch_stats", "intermediates"],
         )
         zs = jnp.split(z, objective.num_views)
         cosines = [None] * len(zs) if cosine is None else jnp.split(cosine, objective.num_views)
         task = objective.fn(list(zip(zs, cosines, strict=True)), labels)
+        penalised = z
+        if penalty_on == "activations":
+            (penalised,) = updates["intermediates"]["head"][models.ACTIVATIONS_KEY]
+        ps = jnp.split(penalised, objective.num_views)
         sides = {}
         if objective.num_views == 2:
             weighted, p_query, p_db = regularizers.two_sided_penalty(
                 penalty_fn,
-                zs[0],
-                zs[1],
+                ps[0],
+                ps[1],
                 query_weight=weight * query_weight_scale,
                 database_weight=weight,
             )
             pen = 0.5 * (p_query + p_db)
             sides = {"penalty_query": p_query, "penalty_database": p_db}
         else:
-            pen = penalty_fn(z)
+            pen = penalty_fn(penalised)
             weighted = weight * pen
         parts = {"task_loss": task, "penalty": pen, "penalty_weight": weight, **sides}
         new_stats = updates.get("batch_stats", state.batch_stats)
@@ -237,6 +244,7 @@ def build(config, splits: dict[str, data.ArraySplit]) -> Setup:
         weight_fn=weight_fn,
         query_weight_scale=query_scale,
         augment_fn=functools.partial(data.augment, **dict(config.augment)),
+        penalty_on=reg.on,
     )
     step_fn = jax.jit(
         functools.partial(train_step, tx=tx, lr_fn=lr_fn, **step_kwargs),

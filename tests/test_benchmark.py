@@ -144,3 +144,32 @@ def test_scale_benchmark_small(tmp_path):
 def test_codes_folder_missing_is_clear(tmp_path):
     with pytest.raises(codes.CodesError, match="--mode=export"):
         tradeoff.benchmark_workdirs([str(tmp_path)], str(tmp_path / "out"))
+
+
+def test_timing_queries_times_the_first_queries_and_scores_them_all(tmp_path, monkeypatch):
+    rng = np.random.default_rng(4)
+    a = codes_workdir(str(tmp_path / "sparse"), rng)
+    b = codes_workdir(str(tmp_path / "dense"), rng, sparse=False)
+    timed = []
+    real = timing.timed
+
+    def spy(search, nq, repeats, threads):
+        timed.append(nq)
+        return real(search, nq, repeats, threads)
+
+    monkeypatch.setattr(timing, "timed", spy)
+    kw = dict(k=10, ks=(1, 10), num_queries=30, repeats=1, threads=1)
+    kw.update(methods=("sparse", "dense", "two_stage", "pca"), pca_dims=(8,))
+    kw.update(two_stage_candidates=(20,))
+    full = tradeoff.benchmark_workdirs([a, b], str(tmp_path / "full"), **kw)["rows"]
+    assert set(timed) == {30, 20}  # every query of each regime
+    timed.clear()
+    part = tradeoff.benchmark_workdirs([a, b], str(tmp_path / "part"), timing_queries=7, **kw)[
+        "rows"
+    ]
+    assert timed and set(timed) == {7}
+    assert [(r["method"], r["precision@1"], r["recall@10"]) for r in part] == [
+        (r["method"], r["precision@1"], r["recall@10"]) for r in full
+    ]
+    with pytest.raises(ValueError, match="timing_queries"):
+        tradeoff.benchmark_workdirs([a], str(tmp_path / "bad"), timing_queries=-1)

@@ -100,3 +100,22 @@ def test_build_model_rejects_bad_config():
         models.build_model(model_config(activation="tanh"), 0)
     with pytest.raises(ValueError, match="config.model.dim"):
         models.build_model(model_config(dim=0), 0)
+
+
+def test_head_sows_its_activations_before_normalisation_and_can_drop_the_bn_scale():
+    x = np.random.default_rng(0).standard_normal((32, 20)).astype(np.float32)
+    head = models.SparseHead(dim=48, batch_norm_scale=False)
+    variables = head.init({"params": jax.random.key(0)}, x, train=False)
+    bn = variables["params"]["BatchNorm_0"]
+    assert set(bn) == {"bias"}  # no learned scale: unit-variance pre-activations
+    assert set(
+        models.SparseHead(dim=48).init(jax.random.key(0), x, train=False)["params"]["BatchNorm_0"]
+    ) == {"bias", "scale"}
+    z, state = head.apply(variables, x, train=True, mutable=["batch_stats", "intermediates"])
+    (a,) = state["intermediates"][models.ACTIVATIONS_KEY]
+    a, z = np.asarray(a), np.asarray(z)
+    assert a.min() >= 0 and (a == 0).any()
+    # Training-mode BatchNorm without scale: each unit's pre-activation has unit variance, so
+    # the activations are not normalised rows.
+    assert not np.allclose(np.linalg.norm(a, axis=1), 1.0)
+    np.testing.assert_allclose(z, a / np.linalg.norm(a, axis=1, keepdims=True), rtol=1e-5)

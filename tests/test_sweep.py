@@ -124,3 +124,32 @@ def test_sweep_runs_skips_finished_members_and_refuses_a_changed_one(tmp_path):
         sweep.run(c, workdir)
     with open(os.path.join(workdir, "sweep.json")) as f:
         assert len(json.load(f)["members"]) == 3
+
+
+def test_a_tuning_sweep_trains_and_records_validation_only(tmp_path):
+    from experiments import tune_fashion_mnist
+
+    c = tune_fashion_mnist.get_config("smoke")
+    c.data.dir = write_fake_fashion_mnist(str(tmp_path / "data"), n_train=300, n_test=60)
+    c.data.validation_size = 100
+    c.train.num_steps = 2
+    c.train.eval_every = 2
+    c.train.checkpoint_every = 2
+    c.sweep.families = ml_collections.ConfigDict(
+        dict(
+            act="regularizer.on=activations model.batch_norm_scale=False "
+            "regularizer.name=flops regularizer.weight=0.1|1.0"
+        )
+    )
+    c.sweep.record_dir = str(tmp_path / "records")
+    out = sweep.run(c, str(tmp_path / "tune"))
+    assert [m["name"] for m in out["members"]] == ["act-weight0.1-seed0", "act-weight1.0-seed0"]
+    for m in out["members"]:
+        assert m["rows"] == [] and m["seconds"]["benchmark"] < 1.0
+        assert m["eval_split"] == "validation" and 0 <= m["validation"]["precision@1"] <= 1
+        assert m["config"]["regularizer"]["on"] == "activations"
+        # Nothing was exported: no test-split codes exist for a tuning member.
+        assert not os.path.exists(tmp_path / "tune" / m["name"] / "codes")
+    c.sweep.stages = ("train", "benchmark")
+    with pytest.raises(ValueError, match="config.sweep.stages"):
+        sweep.validate(c)

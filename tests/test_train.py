@@ -133,6 +133,7 @@ def test_query_weight_only_for_two_sided_losses(tmp_path):
         ("eval.batch_size", 0, "config.eval.batch_size"),
         ("loss.temperature", 0.0, "config.loss.temperature"),
         ("regularizer.warmup_steps", -5, "config.regularizer.warmup_steps"),
+        ("regularizer.on", "logits", "config.regularizer.on"),
         ("mesh.data", 0, "config.mesh.data"),
     ],
 )
@@ -252,3 +253,50 @@ def test_no_evaluation_or_checkpoint_of_a_diverged_model(tmp_path):
     for r in records:
         assert all(np.isfinite(v) for k, v in r.items() if k.startswith("eval/")), r
     assert not os.path.exists(tmp_path / "checkpoints") or not os.listdir(tmp_path / "checkpoints")
+
+
+def test_penalty_on_activations_sees_the_head_before_normalisation():
+    """``regularizer.on``: the same step penalises the unit-norm codes or the raw activations;
+    each equals the FLOPs of what the model produced, and the gradients differ."""
+    import functools
+
+    import jax.numpy as jnp
+    import optax
+
+    from sparse_flops import losses, models, regularizers
+
+    c = smoke_config(**{"model.batch_norm_scale": False})
+    model = models.build_model(c.model, num_classes=10)
+    tx = optax.adam(1e-3)
+    x = np.random.default_rng(0).standard_normal((16, c.data.synthetic.features)).astype(np.float32)
+    y = np.arange(16) % 10
+    state = train.create_train_state(model, tx, x[:1], seed=0)
+    (z, _), inter = model.apply(
+        {"params": state.params, "batch_stats": state.batch_stats},
+        jnp.asarray(x),
+        train=True,
+        rngs={"dropout": jax.random.key(0)},
+        mutable=["batch_stats", "intermediates"],
+    )
+    (a,) = inter["intermediates"]["head"][models.ACTIVATIONS_KEY]
+    step = functools.partial(
+        train.loss_and_grads,
+        state.params,
+        state,
+        (jnp.asarray(x), jnp.asarray(y)),
+        model=model,
+        objective=losses.make_objective(c.loss),
+        penalty_fn=regularizers.flops,
+        weight_fn=lambda s: jnp.float32(1.0),
+        query_weight_scale=1.0,
+        augment_fn=lambda k, v: v,
+    )
+    (_, (on_codes, _, _)), g_codes = step(penalty_on="codes")
+    (_, (on_act, _, _)), g_act = step(penalty_on="activations")
+    np.testing.assert_allclose(on_codes["penalty"], regularizers.flops(z), rtol=1e-5)
+    np.testing.assert_allclose(on_act["penalty"], regularizers.flops(a), rtol=1e-5)
+    assert float(on_act["penalty"]) > 10 * float(on_codes["penalty"])  # unit-variance units
+    g1 = g_codes["params"] if "params" in g_codes else g_codes
+    g2 = g_act["params"] if "params" in g_act else g_act
+    diff = jax.tree_util.tree_map(lambda p, q: float(jnp.max(jnp.abs(p - q))), g1, g2)
+    assert max(jax.tree_util.tree_leaves(diff)) > 1e-4

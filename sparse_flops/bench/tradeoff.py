@@ -35,6 +35,7 @@ DEFAULTS = dict(
     k=100,
     ks=(1, 10, 100),
     num_queries=1000,
+    timing_queries=0,  # > 0: time on the first N queries (accuracy always on all of them)
     repeats=5,
     threads=0,  # 0 = all
     methods=METHODS,
@@ -116,13 +117,26 @@ def _check_pair(sparse: _Export, dense: _Export, regime: str) -> None:
                 )
 
 
-def _row(base, method, queries, q_labels, db_labels, *, k, ks, repeats, threads, **extra):
-    """One table row: accuracy, cost and ms/query (one thread, and ``threads``) of a method."""
+def _first(queries, n: int):
+    """The first ``n`` queries (``n <= 0``: all); a two-stage pair is cut alike."""
+    if n <= 0:
+        return queries
+    if isinstance(queries, tuple):
+        return tuple(q[:n] for q in queries)
+    return queries[:n]
+
+
+def _row(
+    base, method, queries, q_labels, db_labels, *, k, ks, repeats, threads, timing_queries, **extra
+):
+    """One table row: accuracy (every query), cost and ms/query (one thread, and ``threads``;
+    over the first ``timing_queries`` queries when > 0) of a method."""
     _, ids = method.search(queries, k, threads)
-    nq = len(q_labels)
+    timed_queries = _first(queries, timing_queries)
+    nq = min(len(q_labels), timing_queries) if timing_queries > 0 else len(q_labels)
 
     def run(t):
-        return method.search(queries, k, t)
+        return method.search(timed_queries, k, t)
 
     row = {
         **base,
@@ -169,7 +183,15 @@ def benchmark_workdirs(
         raise ValueError(f"unknown benchmark methods {sorted(methods - set(METHODS))}: {METHODS}")
     ks = tuple(x for x in as_tuple(s["ks"], int) if x <= k)
     threads = int(s["threads"]) or timing.all_threads()
-    common = dict(k=k, ks=ks, repeats=int(s["repeats"]), threads=threads)
+    if int(s["timing_queries"]) < 0:
+        raise ValueError(f"benchmark timing_queries must be >= 0, got {s['timing_queries']}")
+    common = dict(
+        k=k,
+        ks=ks,
+        repeats=int(s["repeats"]),
+        threads=threads,
+        timing_queries=int(s["timing_queries"]),
+    )
     exports = [
         _Export(w, label, int(s["num_queries"]))
         for w, label in zip(workdirs, distinct_labels(workdirs), strict=True)
