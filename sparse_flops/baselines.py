@@ -12,6 +12,7 @@ compared at equal cost.
 
 from __future__ import annotations
 
+import copy
 import time
 
 import numpy as np
@@ -295,22 +296,36 @@ class PQMethod(Method):
             self.index = faiss.IndexIVFPQ(
                 self.quantizer, self.dim, self.nlist, self.m, self.nbits, faiss.METRIC_INNER_PRODUCT
             )
-            self.index.nprobe = self.nprobe
             self.family = "IVF-PQ (faiss)"
-            self.label = f"m={self.m}, nlist={self.nlist}, nprobe={self.nprobe}"
         else:
             self.index = faiss.IndexPQ(self.dim, self.m, self.nbits, faiss.METRIC_INNER_PRODUCT)
             self.family = "PQ (faiss)"
-            self.label = f"m={self.m}"
-        if self.nbits != 8:
-            self.label += f", {self.nbits} bits"
+        self.label = self._label()
         self.index.train(db)
         self.index.add(db)
         self.build_s = time.perf_counter() - t0
 
+    def _label(self) -> str:
+        label = f"m={self.m}"
+        if self.nlist:
+            label += f", nlist={self.nlist}, nprobe={self.nprobe}"
+        return label + (f", {self.nbits} bits" if self.nbits != 8 else "")
+
+    def with_nprobe(self, nprobe: int) -> PQMethod:
+        """The same trained and filled IVF index searched with another ``nprobe`` (no rebuild;
+        ``build_s`` stays the one build's)."""
+        if not self.nlist or not 1 <= nprobe <= self.nlist:
+            raise ValueError(f"IVF needs 1 <= nprobe <= nlist={self.nlist}, got {nprobe}")
+        other = copy.copy(self)
+        other.nprobe = int(nprobe)
+        other.label = other._label()
+        return other
+
     def search(self, queries, k, num_threads=1):
         faiss = _faiss()
         faiss.omp_set_num_threads(num_threads)
+        if self.nlist:
+            self.index.nprobe = self.nprobe  # the index may be shared (with_nprobe)
         q = _dense(queries)
         s, i = self.index.search(q, k)
         return _faiss_result(s, i)

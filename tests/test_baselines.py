@@ -105,6 +105,25 @@ def test_pq_scores_are_inner_products_with_decoded_vectors(nlist):
         baselines.PQMethod(db, m=7)
 
 
+def test_ivf_with_another_nprobe_shares_the_index_and_equals_a_fresh_one():
+    rng = np.random.default_rng(6)
+    db, q = dense_data(rng, n=2000, d=32, q=30)
+    one = baselines.PQMethod(db, m=8, nbits=6, nlist=16, nprobe=1)
+    four = one.with_nprobe(4)
+    assert four.index is one.index and four.label == "m=8, nlist=16, nprobe=4, 6 bits"
+    fresh = baselines.PQMethod(db, m=8, nbits=6, nlist=16, nprobe=4)  # same data: same training
+    s4, i4 = four.search(q, 10)
+    s1, i1 = one.search(q, 10)  # searching one after four uses nprobe 1 again
+    np.testing.assert_array_equal(i4, fresh.search(q, 10)[1])
+    assert not np.array_equal(i1, i4)
+    np.testing.assert_array_equal(i1, baselines.PQMethod(db, 8, 6, 16, 1).search(q, 10)[1])
+    assert four.ops_per_query(q) > one.ops_per_query(q)
+    with pytest.raises(ValueError, match="nprobe"):
+        one.with_nprobe(17)
+    with pytest.raises(ValueError, match="nprobe"):
+        baselines.PQMethod(db, m=8).with_nprobe(2)
+
+
 def sparse_and_dense(rng, n=300, d=48, e=16, q=20):
     z = np.abs(rng.standard_normal((n + q, d))).astype(np.float32)
     z[rng.random(z.shape) < 0.8] = 0

@@ -15,6 +15,7 @@ def _member(name, family, seed, grid, sparse, rows, nnz=10.0):
         "sparse": sparse,
         "validation": {
             "precision@1": 0.8 - 0.01 * seed,
+            "map": 0.6,
             "mean_nonzeros": nnz,
             "sum_p_squared": nnz / 3,
             "r_sub": 1.5,
@@ -138,3 +139,25 @@ def test_write_results_writes_report_and_plot(tmp_path):
     assert "python launch.py --mode=sweep ..." in text
     # validation choice: the sparsest FLOPs weight within 0.01 of the best validation precision
     assert "Validation choice for flops: regularizer.weight=10.0" in text
+
+
+def test_a_tuning_sweep_gets_its_validation_report(tmp_path):
+    sweep = fake_sweep()
+    for m in sweep["members"]:
+        m["rows"] = []  # train-only members: validation figures, no benchmark
+    sweep["members"] = [m for m in sweep["members"] if m["sparse"]]
+    by_name = {m["name"]: m for m in sweep["members"]}
+    by_name["flops-weight10.0-seed1"]["validation"]["precision@1"] = 0.6  # falls behind
+    sweep_path = tmp_path / "sweep.json"
+    sweep_path.write_text(json.dumps(sweep))
+    out = tmp_path / "tuning.md"
+    text = study.write_results(str(sweep_path), str(out), ["python launch.py --mode=sweep x"])
+    assert text.startswith("# Tuning on the validation split") and out.read_text() == text
+    assert "Class retrieval" not in text and os.path.getsize(tmp_path / "tuning.png") > 1000
+    # Means over seeds: weight 10 averages 0.8 and 0.6, so weight 1 (0.795) is the choice.
+    assert "| flops | regularizer.weight=10.0 | 2 | 0.7 |" in text
+    assert (
+        "- flops: the sparsest setting within 0.01 precision@1 of the family's best is "
+        "regularizer.weight=1.0" in text
+    )
+    assert "- l1: the sparsest setting" in text

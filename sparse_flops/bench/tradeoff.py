@@ -285,13 +285,11 @@ def _compact_rows(add, db, s, methods) -> None:
             if d % m == 0:
                 add(baselines.PQMethod(db.codes, m, int(s["pq_bits"])))
     nlist = min(int(s["ivf_nlist"]), max(1, n // 39))  # faiss wants >= 39 points per cell
-    if "ivfpq" in methods and d % int(s["ivf_m"]) == 0:
-        for nprobe in as_tuple(s["ivf_nprobe"], int):
-            add(
-                baselines.PQMethod(
-                    db.codes, int(s["ivf_m"]), int(s["pq_bits"]), nlist, min(nprobe, nlist)
-                )
-            )
+    nprobes = sorted({min(p, nlist) for p in as_tuple(s["ivf_nprobe"], int)})
+    if "ivfpq" in methods and d % int(s["ivf_m"]) == 0 and nprobes:
+        ivf = baselines.PQMethod(db.codes, int(s["ivf_m"]), int(s["pq_bits"]), nlist, nprobes[0])
+        for nprobe in nprobes:  # one trained index, searched at each nprobe
+            add(ivf.with_nprobe(nprobe))
 
 
 def benchmark_from_config(config, workdir: str, compare: Sequence[str] = ()) -> dict:
