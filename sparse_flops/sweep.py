@@ -272,10 +272,20 @@ def _write_json(obj: dict, path: str, record_dir: str, record_name: str) -> None
         io_utils.atomic_write_text(os.path.join(record_dir, record_name), text)
 
 
-def read_member(workdir: str, member: Member, record_dir: str = "") -> dict | None:
+def _compared(config: dict | None, stages: tuple[str, ...]) -> dict | None:
+    """The part of a member's config its record depends on: all of it, or for a train-only
+    member everything but the export and benchmark sections it never used."""
+    if config is None or stages == STAGES:
+        return config
+    return {k: v for k, v in config.items() if k not in ("export", "benchmark")}
+
+
+def read_member(
+    workdir: str, member: Member, record_dir: str = "", stages: tuple[str, ...] = STAGES
+) -> dict | None:
     """The finished record of ``member``, from ``workdir`` or else ``record_dir``, or None. A
-    record whose config differs from the member's raises ``ValueError``: the sweep changed
-    under a finished member."""
+    record whose config differs from the member's (in what ``stages`` use) raises
+    ``ValueError``: the sweep changed under a finished member."""
     path = os.path.join(workdir, MEMBER_FILE)
     if not os.path.isfile(path) and record_dir:
         path = os.path.join(record_dir, f"{member.name}.json")
@@ -286,7 +296,7 @@ def read_member(workdir: str, member: Member, record_dir: str = "") -> dict | No
             record = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"{path} is unreadable ({e}); delete it to run the member again") from e
-    if record.get("config") != _config_json(member.config):
+    if _compared(record.get("config"), stages) != _compared(_config_json(member.config), stages):
         raise ValueError(
             f"{path} was made with another config than sweep member {member.name} has now; "
             "delete that member's folder to run it again, or sweep into a new --workdir"
@@ -307,7 +317,7 @@ def run(sweep_config, workdir: str) -> dict:
         t_start = time.perf_counter()
         durations: list[float] = []
         rd = sc.record_dir
-        todo = [m for m in ms if read_member(os.path.join(workdir, m.name), m, rd) is None]
+        todo = [m for m in ms if read_member(os.path.join(workdir, m.name), m, rd, stages) is None]
         logging.info(
             "sweep: %d members, %d finished, %d to run", len(ms), len(ms) - len(todo), len(todo)
         )
@@ -359,9 +369,12 @@ def _reference_export(ms: list[Member], seed: int, sc, workdir: str) -> str | No
 
 def collect(sweep_config, workdir: str) -> dict:
     """Gathers every finished member of the sweep into ``<workdir>/sweep.json``."""
+    stages = as_tuple(sweep_config.sweep.stages)
     records, missing = [], []
     for m in members(sweep_config):
-        record = read_member(os.path.join(workdir, m.name), m, sweep_config.sweep.record_dir)
+        record = read_member(
+            os.path.join(workdir, m.name), m, sweep_config.sweep.record_dir, stages
+        )
         if record is None:
             missing.append(m.name)
         else:

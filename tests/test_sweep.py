@@ -150,6 +150,13 @@ def test_a_tuning_sweep_trains_and_records_validation_only(tmp_path):
         assert m["config"]["regularizer"]["on"] == "activations"
         # Nothing was exported: no test-split codes exist for a tuning member.
         assert not os.path.exists(tmp_path / "tune" / m["name"] / "codes")
+    # A train-only record does not depend on the benchmark settings it never used; it does on
+    # training's.
+    c.benchmark.timing_queries = 50
+    assert len(sweep.collect(c, str(tmp_path / "tune"))["members"]) == 2
+    c.optimizer.learning_rate = 0.01
+    with pytest.raises(ValueError, match="another config"):
+        sweep.collect(c, str(tmp_path / "tune"))
     c.sweep.stages = ("train", "benchmark")
     with pytest.raises(ValueError, match="config.sweep.stages"):
         sweep.validate(c)
