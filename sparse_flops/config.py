@@ -47,8 +47,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.regularizer.name = "flops"  # flops | l1 | none
     c.regularizer.weight = 1.0  # database side (and the only side of one-sided losses)
     c.regularizer.query_weight = -1.0  # >= 0: query-side weight of two-view losses; -1: same
-    # What the penalty sees: "codes" = the L2-normalised embeddings; "activations" = the head's
-    # activations before the normalisation (the original code's choice).
+    # What the penalty sees: "codes" = the L2-normalised embeddings (the original code's choice);
+    # "activations" = the head's activations before the normalisation.
     c.regularizer.on = "codes"
     c.regularizer.schedule = "quadratic"  # quadratic | constant
     c.regularizer.warmup_steps = 1000

@@ -210,7 +210,7 @@ class SparseHead(nn.Module):
 
     Returns ``(batch, dim)`` float32 embeddings; exact zeros where the activation is zero. The
     activations before the normalisation are sown as ``intermediates/activations`` (what the
-    original code's penalty sees; ``regularizer.on = "activations"``).
+    penalty sees with ``regularizer.on = "activations"``).
 
     ``batch_norm_scale = False`` drops BatchNorm's learned scale, so the pre-activations keep
     unit variance and a penalty on the activations can only be lowered by shifting units off

@@ -44,8 +44,12 @@ def no_penalty(z: jax.Array) -> jax.Array:
 
 PENALTIES: dict[str, Penalty] = {"flops": flops, "l1": l1, "none": no_penalty}
 
-# What a penalty is computed on (config.regularizer.on): the L2-normalised codes the index stores,
-# or the head's activations before that normalisation (the original code's choice).
+# What a penalty is computed on (config.regularizer.on): the L2-normalised codes the index stores
+# (the original code's choice), or the head's activations before that normalisation. On unit-norm
+# rows the FLOPs relaxation rewards rows with disjoint supports, not few non-zeros: with C classes
+# each on its own block of dimensions it is 1/C whatever the number of non-zeros per row, so with
+# d >> C it stalls there (docs/tuning.md); on the activations it keeps paying for every non-zero.
+INPUTS = ("codes", "activations")
 INPUTS = ("codes", "activations")
 
 
