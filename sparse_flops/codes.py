@@ -11,9 +11,10 @@ Layout of ``<workdir>/codes/``::
     <set>_labels.npy              int64 (n,) labels
 
 Sets: ``database`` (the database split), ``queries`` (the held-out query split, class retrieval),
-and ``instance_queries`` (augmented views of held-out items, instance retrieval against the
+``instance_queries`` (augmented views of held-out items, instance retrieval against the
 database followed by the held-out items; see
-:func:`sparse_flops.bench.regimes.instance_regime`).
+:func:`sparse_flops.bench.regimes.instance_regime`) and ``distractors`` (augmented views of the
+database split's images: open-set retrieval searches them followed by the held-out items).
 Exact zeros stay zeros and signed codes keep their negative entries (the original code dropped
 them). Every file is written to a temporary name and renamed.
 """
@@ -33,7 +34,7 @@ import scipy.sparse as sp
 
 from sparse_flops import io_utils, metrics
 
-SETS = ("database", "queries", "instance_queries")
+SETS = ("database", "queries", "instance_queries", "distractors")
 CODES_DIR = "codes"
 FORMAT_VERSION = 1
 

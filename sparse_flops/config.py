@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ml_collections
 
+AUGMENT_BLOCK = 1000  # exported views are augmented in seeded blocks of this many images
+
 
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -96,6 +98,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.export.instance_augment = ml_collections.ConfigDict(
         dict(shift=1, flip=False, contrast=0.2, noise=0.05)
     )
+    # Open-set retrieval at scale: this many distractors (seeded augmented views of the database
+    # split's images, cycling through them) embedded in chunks without keeping the images; the
+    # open_set regime searches them followed by the held-out originals. 0 = none.
+    c.export.distractors = 0
+    c.export.distractor_seed = 2
+    c.export.distractor_chunk = 20_000  # images augmented and embedded at a time
     c.export.jsonl = False  # also write <set>.jsonl for learned-sparse retrieval engines
     c.export.jsonl_quantize = 0  # > 0: integer weights round(w * Q / max|w|)
 
@@ -105,6 +113,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.benchmark.ks = (1, 10, 100)
     c.benchmark.num_queries = 1000
     c.benchmark.timing_queries = 0  # > 0: ms/query timed on the first N queries; 0 = all
+    c.benchmark.regimes = ()  # () = every regime the exports hold: class, instance, open_set
     c.benchmark.repeats = 5
     c.benchmark.threads = 0  # 0 = all
     c.benchmark.methods = ("sparse", "scipy", "dense", "faiss", "pca", "lsh", "pq", "ivfpq")
@@ -217,6 +226,19 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ValueError(
             f"config.eval.num_queries must be >= 0 and config.eval.ks positive, got "
             f"{config.eval.num_queries} and {tuple(config.eval.ks)}"
+        )
+    for key in ("distractors", "distractor_seed"):
+        if config.export[key] < 0:
+            raise ValueError(f"config.export.{key} must be >= 0, got {config.export[key]}")
+    if config.export.distractor_chunk < AUGMENT_BLOCK:
+        raise ValueError(
+            f"config.export.distractor_chunk must be >= {AUGMENT_BLOCK}, got "
+            f"{config.export.distractor_chunk}"
+        )
+    if config.export.distractors and not config.export.instance_queries:
+        raise ValueError(
+            "config.export.distractors needs config.export.instance_queries > 0: the open-set "
+            "regime's queries are the instance queries"
         )
     if config.export.instance_queries < 0:
         raise ValueError(

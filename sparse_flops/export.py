@@ -2,8 +2,10 @@
 
     python launch.py --mode=export --workdir=runs/fmnist
 
-Writes ``<workdir>/codes/``: the database split, the query split (class retrieval) and, with
-``config.export.instance_queries > 0``, augmented views of held-out items (instance retrieval).
+Writes ``<workdir>/codes/``: the database split, the query split (class retrieval), with
+``config.export.instance_queries > 0`` augmented views of held-out items (instance retrieval),
+and with ``config.export.distractors > 0`` that many augmented views of the database split's
+images, embedded in chunks (open-set retrieval: distractors followed by the held-out originals).
 Sparse models give scipy CSR codes, dense models (``model.activation = none``) ``.npy`` arrays.
 """
 
@@ -15,21 +17,65 @@ import os
 import jax
 import numpy as np
 
-from sparse_flops import codes, data, evaluation, train
+from sparse_flops import codes, data, evaluation, logs, train
+from sparse_flops.config import AUGMENT_BLOCK as BLOCK
 
 CODES_DIR = codes.CODES_DIR
 
 
+def augmented_views(
+    split: data.ArraySplit, start: int, stop: int, total: int, augment_kwargs: dict, seed: int
+) -> data.ArraySplit:
+    """Views ``start .. stop - 1`` of a seeded sequence of ``total`` augmented views: view ``v``
+    is item ``v % len(split)`` augmented, labelled by that item's row. Views are augmented in
+    blocks of :data:`~sparse_flops.config.AUGMENT_BLOCK` keyed by the block's first view, so a
+    view does not depend on which chunk asks for it (``start`` a multiple of the block)."""
+    if start % BLOCK or not 0 <= start <= stop <= total:
+        raise ValueError(f"views {start}..{stop} of {total}: start must be a multiple of {BLOCK}")
+    key = jax.random.key(seed)
+    out, rows = [], []
+    for b in range(start, stop, BLOCK):
+        idx = np.arange(b, min(b + BLOCK, total)) % len(split)
+        k = jax.random.fold_in(key, b)
+        out.append(np.asarray(data.augment(k, split.inputs[idx], **augment_kwargs)))
+        rows.append(idx)
+    n = stop - start
+    if not out:
+        return data.ArraySplit(split.inputs[:0].astype(np.float32), np.zeros(0, np.int64))
+    return data.ArraySplit(
+        np.concatenate(out)[:n].astype(np.float32), np.concatenate(rows)[:n].astype(np.int64)
+    )
+
+
 def augment_split(split: data.ArraySplit, n: int, augment_kwargs: dict, seed: int):
     """Seeded augmented views of the first ``n`` items of ``split``, each labelled by the row of
-    its source item; in chunks so the augmentation never holds more than 1000 images at once."""
-    x = split.inputs[:n]
-    out = []
-    key = jax.random.key(seed)
-    for start in range(0, len(x), 1000):
-        k = jax.random.fold_in(key, start)
-        out.append(np.asarray(data.augment(k, x[start : start + 1000], **augment_kwargs)))
-    return data.ArraySplit(np.concatenate(out).astype(np.float32), np.arange(len(x)))
+    its source item (the instance queries)."""
+    n = min(n, len(split))
+    return augmented_views(split, 0, n, n, augment_kwargs, seed)
+
+
+def embed_distractors(embed, split: data.ArraySplit, ec) -> codes.CodeSet:
+    """``ec.distractors`` seeded augmented views of ``split`` embedded ``ec.distractor_chunk``
+    at a time (rounded down to whole augmentation blocks): only one chunk of images is held at
+    once. ``embed`` maps a split to its codes (CSR or dense)."""
+    import scipy.sparse as sp
+
+    total = int(ec.distractors)
+    chunk = max(BLOCK, int(ec.distractor_chunk) // BLOCK * BLOCK)
+    parts, labels = [], []
+    for start in logs.progress(range(0, total, chunk), desc="distractors", unit="chunk"):
+        views = augmented_views(
+            split,
+            start,
+            min(start + chunk, total),
+            total,
+            dict(ec.instance_augment),
+            ec.distractor_seed,
+        )
+        parts.append(embed(views))
+        labels.append(views.labels)
+    stacked = sp.vstack(parts, format="csr") if sp.issparse(parts[0]) else np.concatenate(parts)
+    return codes.CodeSet(stacked, np.concatenate(labels))
 
 
 def export_workdir(config, workdir: str) -> dict:
@@ -61,6 +107,8 @@ def export_workdir(config, workdir: str) -> dict:
             q_split, ec.instance_queries, dict(ec.instance_augment), ec.instance_seed
         )
         sets["instance_queries"] = codes.CodeSet(embed(views), views.labels)
+    if ec.distractors > 0:
+        sets["distractors"] = embed_distractors(embed, db_split, ec)
     meta = {
         "workdir": os.path.abspath(workdir),
         "step": int(state.step),
@@ -70,6 +118,8 @@ def export_workdir(config, workdir: str) -> dict:
         "regularizer": config.regularizer.name,
         "instance_seed": ec.instance_seed,
         "instance_augment": dict(ec.instance_augment),
+        "distractors": int(ec.distractors),
+        "distractor_seed": ec.distractor_seed,
         "config": json.loads(config.to_json_best_effort()),
     }
 

@@ -77,9 +77,10 @@ def assert_trees_equal(a, b):
         np.testing.assert_array_equal(x, y)
 
 
-def codes_workdir(folder, rng, sparse=True, dim=32):
-    """A workdir holding exported codes (300 database items, 40 queries, 20 instance queries).
-    Labels come from a fixed seed, so any two such workdirs describe the same items."""
+def codes_workdir(folder, rng, sparse=True, dim=32, distractors=0):
+    """A workdir holding exported codes (300 database items, 40 queries, 20 instance queries,
+    and ``distractors`` distractors). Labels come from a fixed seed, so any two such workdirs
+    describe the same items."""
     labels = np.random.default_rng(99)
 
     def make(n):
@@ -94,6 +95,8 @@ def codes_workdir(folder, rng, sparse=True, dim=32):
         "queries": codes.CodeSet(make(40), labels.integers(0, 5, 40)),
         "instance_queries": codes.CodeSet(make(20), np.arange(20)),
     }
+    if distractors:
+        sets["distractors"] = codes.CodeSet(make(distractors), np.arange(distractors) % 300)
     codes.save_codes(os.path.join(folder, "codes"), sets, {})
     return folder
 

@@ -173,3 +173,24 @@ def test_timing_queries_times_the_first_queries_and_scores_them_all(tmp_path, mo
     ]
     with pytest.raises(ValueError, match="timing_queries"):
         tradeoff.benchmark_workdirs([a], str(tmp_path / "bad"), timing_queries=-1)
+
+
+def test_open_set_rows_and_the_regimes_setting(tmp_path):
+    rng = np.random.default_rng(5)
+    a = codes_workdir(str(tmp_path / "sparse"), rng, distractors=500)
+    b = codes_workdir(str(tmp_path / "dense"), rng, sparse=False, distractors=500)
+    kw = dict(k=10, ks=(1, 10), num_queries=30, repeats=1, threads=1, methods=("sparse", "dense"))
+    rows = tradeoff.benchmark_workdirs([a, b], str(tmp_path / "all"), **kw)["rows"]
+    assert {r["regime"] for r in rows} == {"class", "instance", "open_set"}
+    open_set = [r for r in rows if r["regime"] == "open_set"]
+    assert {r["n"] for r in open_set} == {540} and {r["queries"] for r in open_set} == {20}
+    # The sparse index is exact: it finds what dense search over the same codes finds.
+    by = {r["method"]: r for r in open_set if r["codes"] == "sparse"}
+    assert by["sparse index (ours)"]["recall@10"] == by["dense exact (BLAS)"]["recall@10"]
+    only = tradeoff.benchmark_workdirs([a, b], str(tmp_path / "one"), regimes=("open_set",), **kw)[
+        "rows"
+    ]
+    assert {r["regime"] for r in only} == {"open_set"}
+    assert "## open-set retrieval (540 items" in open(tmp_path / "one" / "report.md").read()
+    with pytest.raises(ValueError, match="unknown benchmark regimes"):
+        tradeoff.benchmark_workdirs([a], str(tmp_path / "bad"), regimes=("faces",), **kw)

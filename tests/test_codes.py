@@ -102,6 +102,19 @@ def test_instance_regime_labels():
     np.testing.assert_array_equal(db.dense()[40:], sets["queries"].dense())
 
 
+def test_open_set_regime_searches_the_distractors_then_the_held_out_items():
+    rng = np.random.default_rng(3)
+    sets = make_sets(rng)
+    assert set(regimes.regimes(sets, 0)) == {"class", "instance"}
+    sets["distractors"] = codes.CodeSet(codes.to_csr(np.abs(rng.random((70, 16)))), np.zeros(70))
+    out = regimes.regimes(sets, 4)
+    db, q = out["open_set"]
+    assert db.codes.shape == (80, 16)  # 70 distractors, then the 10 held-out originals
+    np.testing.assert_array_equal(db.dense()[70:], sets["queries"].dense())
+    np.testing.assert_array_equal(q.labels, 70 + np.arange(4))  # each query's own original
+    np.testing.assert_array_equal(out["instance"][1].labels, 40 + np.arange(4))
+
+
 @pytest.mark.parametrize("quantize", [None, 100])
 def test_jsonl_roundtrip(tmp_path, quantize):
     rng = np.random.default_rng(3)

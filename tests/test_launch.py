@@ -210,6 +210,8 @@ def test_fashion_mnist_smoke_train_export_benchmark_on_idx_files(tmp_path):
         "--config.regularizer.weight=2",
         "--config.export.jsonl=True",
         "--config.export.jsonl_quantize=255",
+        "--config.export.distractors=1200",
+        "--config.export.distractor_chunk=1000",
     )
     assert r.returncode == 0, r.stderr[-3000:]
     records = io_utils.read_jsonl(str(work / "metrics.jsonl"))
@@ -219,13 +221,14 @@ def test_fashion_mnist_smoke_train_export_benchmark_on_idx_files(tmp_path):
     meta = json.load(open(work / "codes" / "metadata.json"))
     assert meta["step"] == 12 and meta["kind"] == "sparse" and meta["dim"] == 256
     assert meta["sets"]["database"]["n"] == 512 and meta["sets"]["queries"]["n"] == 200
-    assert meta["sets"]["instance_queries"]["n"] == 32
+    assert meta["sets"]["instance_queries"]["n"] == 32 and meta["sets"]["distractors"]["n"] == 1200
     first = json.loads(open(work / "codes" / "database.jsonl").readline())
     assert all(isinstance(v, int) for v in first["vector"].values())
     report = json.load(open(work / "report.json"))
     methods = {(row["regime"], row["method"]) for row in report["rows"]}
     assert ("class", "sparse index (ours)") in methods
     assert ("instance", "dense exact (BLAS)") in methods
+    assert ("open_set", "sparse index (ours)") in methods  # 1,200 distractors + 200 originals
     assert (work / "tradeoff.png").exists() and "sparse index (ours)" in r.stdout
 
     # each stage on its own, with the config read back from the workdir

@@ -7,6 +7,7 @@ import os
 from collections.abc import Sequence
 
 from sparse_flops import io_utils
+from sparse_flops.bench.regimes import REGIMES
 
 
 def jsonable(x):
@@ -52,7 +53,11 @@ CODES_COLUMNS = (
 )
 # The class regime's recall@k is not the headline (many relevant items); instance's precision@k
 # equals recall@1 at k = 1 and is tiny beyond it.
-_REGIME_DROPS = {"class": ("recall@1", "recall@10", "recall@100"), "instance": ("precision@10",)}
+_REGIME_DROPS = {
+    "class": ("recall@1", "recall@10", "recall@100"),
+    "instance": ("precision@10",),
+    "open_set": ("precision@10",),
+}
 SCALE_COLUMNS = (
     "profile",
     "target_nonzeros",
@@ -89,7 +94,7 @@ def write_report(report: dict, out_dir: str) -> None:
         body = "# Scale benchmark (synthetic codes)\n\n" + markdown_table(rows, columns)
     else:
         parts = ["# Retrieval trade-off"]
-        for regime in ("class", "instance"):
+        for regime in REGIMES:
             sel = [r for r in rows if r["regime"] == regime]
             if not sel:
                 continue
@@ -100,7 +105,7 @@ def write_report(report: dict, out_dir: str) -> None:
             ]
             n, nq = sel[0]["n"], sel[0]["queries"]
             parts.append(
-                f"## {regime} retrieval ({n} items, {nq} queries)\n\n"
+                f"## {regime.replace('_', '-')} retrieval ({n} items, {nq} queries)\n\n"
                 + markdown_table(sel, columns)
             )
         body = "\n\n".join(parts)
@@ -170,7 +175,7 @@ def plot_tradeoff(report: dict, path: str) -> None:
         ax.legend(fontsize=8)
         axes = [ax]
     else:
-        regimes = [g for g in ("class", "instance") if any(r["regime"] == g for r in rows)]
+        regimes = [g for g in REGIMES if any(r["regime"] == g for r in rows)]
         fig, axes = plt.subplots(1, len(regimes), figsize=(7 * len(regimes), 6.5), squeeze=False)
         axes = list(axes[0])
         codes = sorted({r["codes"] for r in rows})

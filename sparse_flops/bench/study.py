@@ -27,6 +27,7 @@ import numpy as np
 from absl import app, flags
 
 from sparse_flops import io_utils
+from sparse_flops.bench.regimes import REGIMES
 from sparse_flops.bench.report import accuracy_key, markdown_table
 
 # Curve name -> how its rows are picked: (member family, or None for any; row method prefix).
@@ -312,9 +313,7 @@ def write_results(sweep_path: str, out_path: str, commands: Sequence[str] = ()) 
     if sweep["members"] and not any(m["rows"] for m in sweep["members"]):
         return write_tuning(sweep, sweep_path, out_path, commands)
     regimes = [
-        r
-        for r in ("class", "instance")
-        if any(row["regime"] == r for m in sweep["members"] for row in m["rows"])
+        r for r in REGIMES if any(row["regime"] == r for m in sweep["members"] for row in m["rows"])
     ]
     curves_by_regime = {r: curve_points(sweep, r) for r in regimes}
     val_rows = validation_table(sweep)
@@ -352,7 +351,17 @@ def write_results(sweep_path: str, out_path: str, commands: Sequence[str] = ()) 
     for regime in regimes:
         curves = curves_by_regime[regime]
         acc = accuracy_key(regime)
-        lines += [f"## {regime.capitalize()} retrieval ({acc})", ""]
+        title = regime.replace("_", "-").capitalize()
+        n_items = sorted(
+            {
+                row["n"]
+                for m in sweep["members"]
+                for row in m["rows"]
+                if row["regime"] == regime and "n" in row
+            }
+        )
+        size = f", {', '.join(f'{n:,}' for n in n_items)} items" if n_items else ""
+        lines += [f"## {title} retrieval ({acc}{size})", ""]
         table = []
         for curve in CURVES:
             for p in sorted(curves.get(curve, []), key=lambda p: p["ms"]):
@@ -422,9 +431,16 @@ def write_results(sweep_path: str, out_path: str, commands: Sequence[str] = ()) 
         "",
         *summary,
         "",
-        "The million-item open-set table (distractors embedded in chunks, NT-Xent models) is "
-        "not part of this report yet: its rows will come from the same records once run.",
-        "",
+        *(
+            []
+            if "open_set" in regimes
+            else [
+                "The million-item open-set table (distractors embedded in chunks, NT-Xent "
+                "models) is not part of this report yet: its rows will come from the same "
+                "records once run.",
+                "",
+            ]
+        ),
     ]
     text = "\n".join(lines) + "\n"
     io_utils.atomic_write_text(out_path, text)

@@ -36,6 +36,7 @@ DEFAULTS = dict(
     ks=(1, 10, 100),
     num_queries=1000,
     timing_queries=0,  # > 0: time on the first N queries (accuracy always on all of them)
+    regimes=(),  # () = every regime the exports hold (class, instance, open_set)
     repeats=5,
     threads=0,  # 0 = all
     methods=METHODS,
@@ -107,13 +108,16 @@ def _check_pair(sparse: _Export, dense: _Export, regime: str) -> None:
         raise ValueError(
             f"two-stage: the {regime} queries of {sparse.label} and {dense.label} differ"
         )
-    if regime == "instance":
-        for key in ("instance_seed", "instance_augment"):
+    if regime in ("instance", "open_set"):
+        keys = ("instance_seed", "instance_augment")
+        keys += ("distractors", "distractor_seed") if regime == "open_set" else ()
+        for key in keys:
             if sparse.meta.get(key) != dense.meta.get(key):
                 raise ValueError(
                     f"two-stage: {sparse.label} and {dense.label} were exported with different "
                     f"{key} ({sparse.meta.get(key)!r} vs {dense.meta.get(key)!r}): their instance "
-                    "queries are not the same views; export both with one config.export"
+                    "queries or distractors are not the same views; export both with one "
+                    "config.export"
                 )
 
 
@@ -203,13 +207,19 @@ def benchmark_workdirs(
     threshold = float(s["two_stage_threshold"])
     threshold = None if threshold < 0 else threshold
 
+    regime_names = as_tuple(s["regimes"]) or regimes.REGIMES
+    if set(regime_names) - set(regimes.REGIMES):
+        raise ValueError(
+            f"unknown benchmark regimes {sorted(set(regime_names) - set(regimes.REGIMES))}; "
+            f"known: {regimes.REGIMES}"
+        )
     rows: list[dict] = []
     wanted = {os.path.abspath(w) for w in (workdirs if rows_for is None else rows_for)}
     if not wanted <= {os.path.abspath(w) for w in workdirs}:
         raise ValueError(f"rows_for {list(rows_for)} must be among the workdirs {list(workdirs)}")
     jobs = [
         (r, e)
-        for r in ("class", "instance")
+        for r in regime_names
         for e in exports
         if r in e.regimes and os.path.abspath(e.workdir) in wanted
     ]
