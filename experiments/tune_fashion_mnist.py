@@ -32,7 +32,6 @@ def get_config(arg: str | None = None):
         dict(
             flops_codes=f"{codes} regularizer.name=flops regularizer.weight=5.0|50.0",
             flops_act=f"{act} regularizer.name=flops regularizer.weight=0.01|0.03|0.1|0.3|1.0",
-            l1_act=f"{act} regularizer.name=l1 regularizer.weight=0.001|0.003|0.01|0.03",
         )
     )
     c.sweep.seeds = (0,)
