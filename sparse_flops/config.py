@@ -86,6 +86,9 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.eval = ml_collections.ConfigDict()
     c.eval.num_queries = 1000  # first N items of the eval split query the whole split; 0 = all
+    # class: items query the split, relevant = same class; instance: augmented views of the
+    # items (export.instance_augment / instance_seed) query the originals, relevant = own one.
+    c.eval.regime = "class"
     c.eval.batch_size = 1000
     c.eval.ks = (1, 10)
 
@@ -222,6 +225,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
             f"config.mesh.data must be -1 (all devices) or positive, got {config.mesh.data}"
         )
     require_positive(config.eval, ("batch_size",), "eval")
+    _one_of(config.eval.regime, ("class", "instance"), "eval.regime")
     if config.eval.num_queries < 0 or not all(k > 0 for k in config.eval.ks):
         raise ValueError(
             f"config.eval.num_queries must be >= 0 and config.eval.ks positive, got "

@@ -35,20 +35,40 @@ def embed_split(embed_fn, state: Any, split: data.ArraySplit, batch_size: int) -
     return np.concatenate(out).astype(np.float32)
 
 
-def evaluate(embed_fn, state: Any, split: data.ArraySplit, eval_config) -> dict[str, float]:
-    """Class retrieval on a held-out split: the first ``num_queries`` items query the whole split
-    (each query excluded from its own ranking). Returns precision@k, recall@k, mAP and the cost
-    statistics of the split's codes (mean non-zeros, ``sum_j p_j^2``, ``R_sub``, expected
-    multiply-adds per query)."""
+def evaluate(
+    embed_fn, state: Any, split: data.ArraySplit, eval_config, views_config=None
+) -> dict[str, float]:
+    """Retrieval on a held-out split, ``eval_config.regime``:
+
+    - ``class``: the first ``num_queries`` items query the whole split (each query excluded
+      from its own ranking); relevant = same class.
+    - ``instance``: seeded augmented views of the first ``num_queries`` items
+      (``views_config``: ``instance_augment`` and ``instance_seed``, the export's) query the
+      split's originals; the one relevant item is each view's own original.
+
+    Returns precision@k, recall@k, mAP and the cost statistics of the split's codes (mean
+    non-zeros, ``sum_j p_j^2``, ``R_sub``, expected multiply-adds per query)."""
     z = embed_split(embed_fn, state, split, eval_config.batch_size)
     nq = min(eval_config.num_queries, len(split)) if eval_config.num_queries > 0 else len(split)
-    out = metrics.evaluate_embeddings(
-        z[:nq],
-        split.labels[:nq],
-        z,
-        split.labels,
-        ks=tuple(eval_config.ks),
-        self_index=np.arange(nq),
-    )
+    if eval_config.regime == "instance":
+        views = data.augment_split(
+            split, nq, dict(views_config.instance_augment), views_config.instance_seed
+        )
+        out = metrics.evaluate_embeddings(
+            embed_split(embed_fn, state, views, eval_config.batch_size),
+            views.labels,
+            z,
+            np.arange(len(split)),
+            ks=tuple(eval_config.ks),
+        )
+    else:
+        out = metrics.evaluate_embeddings(
+            z[:nq],
+            split.labels[:nq],
+            z,
+            split.labels,
+            ks=tuple(eval_config.ks),
+            self_index=np.arange(nq),
+        )
     out.update(metrics.cost_summary(z))
     return out

@@ -14,44 +14,15 @@ from __future__ import annotations
 import json
 import os
 
-import jax
 import numpy as np
 
 from sparse_flops import codes, data, evaluation, logs, train
 from sparse_flops.config import AUGMENT_BLOCK as BLOCK
+from sparse_flops.data import augment_split, augmented_views
+
+__all__ = ["augment_split", "augmented_views", "embed_distractors", "export_workdir"]
 
 CODES_DIR = codes.CODES_DIR
-
-
-def augmented_views(
-    split: data.ArraySplit, start: int, stop: int, total: int, augment_kwargs: dict, seed: int
-) -> data.ArraySplit:
-    """Views ``start .. stop - 1`` of a seeded sequence of ``total`` augmented views: view ``v``
-    is item ``v % len(split)`` augmented, labelled by that item's row. Views are augmented in
-    blocks of :data:`~sparse_flops.config.AUGMENT_BLOCK` keyed by the block's first view, so a
-    view does not depend on which chunk asks for it (``start`` a multiple of the block)."""
-    if start % BLOCK or not 0 <= start <= stop <= total:
-        raise ValueError(f"views {start}..{stop} of {total}: start must be a multiple of {BLOCK}")
-    key = jax.random.key(seed)
-    out, rows = [], []
-    for b in range(start, stop, BLOCK):
-        idx = np.arange(b, min(b + BLOCK, total)) % len(split)
-        k = jax.random.fold_in(key, b)
-        out.append(np.asarray(data.augment(k, split.inputs[idx], **augment_kwargs)))
-        rows.append(idx)
-    n = stop - start
-    if not out:
-        return data.ArraySplit(split.inputs[:0].astype(np.float32), np.zeros(0, np.int64))
-    return data.ArraySplit(
-        np.concatenate(out)[:n].astype(np.float32), np.concatenate(rows)[:n].astype(np.int64)
-    )
-
-
-def augment_split(split: data.ArraySplit, n: int, augment_kwargs: dict, seed: int):
-    """Seeded augmented views of the first ``n`` items of ``split``, each labelled by the row of
-    its source item (the instance queries)."""
-    n = min(n, len(split))
-    return augmented_views(split, 0, n, n, augment_kwargs, seed)
 
 
 def embed_distractors(embed, split: data.ArraySplit, ec) -> codes.CodeSet:

@@ -358,7 +358,9 @@ def _train_locked(config, workdir: str, chief: bool) -> dict[str, float]:
                 start,
                 tc.num_steps,
             )
-            return evaluation.evaluate(setup.embed_fn, state, eval_split, config.eval)
+            return evaluation.evaluate(
+                setup.embed_fn, state, eval_split, config.eval, config.export
+            )
         if resumed:
             logging.info("resuming from step %d", start)
         # Records past the checkpoint come from a killed run and will be written again.
@@ -409,7 +411,9 @@ def _loop(config, setup, state, start, train_split, eval_split, manager, log):
                 (tc.num_steps - done) / max(rate, 1e-9),
             )
         if evaluate_now:
-            last_eval = evaluation.evaluate(setup.embed_fn, state, eval_split, config.eval)
+            last_eval = evaluation.evaluate(
+                setup.embed_fn, state, eval_split, config.eval, config.export
+            )
             log.write(done, {f"eval/{k}": v for k, v in last_eval.items()})
             logging.info(
                 "eval at step %d: %s",

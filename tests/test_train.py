@@ -300,3 +300,20 @@ def test_penalty_on_activations_sees_the_head_before_normalisation():
     g2 = g_act["params"] if "params" in g_act else g_act
     diff = jax.tree_util.tree_map(lambda p, q: float(jnp.max(jnp.abs(p - q))), g1, g2)
     assert max(jax.tree_util.tree_leaves(diff)) > 1e-4
+
+
+def test_instance_evaluation_asks_for_each_views_own_original(tmp_path):
+    kw = {"train.num_steps": 4, "train.eval_every": 4, "eval.regime": "instance"}
+    kw["eval.num_queries"] = 50
+    clean = dict(shift=0, flip=False, contrast=0.0, noise=0.0)
+    same = train.train_and_evaluate(
+        smoke_config(**kw, **{"export.instance_augment": clean}), str(tmp_path / "a")
+    )
+    assert same["recall@1"] == 1.0  # an unaugmented view finds its own original first
+    noisy = train.train_and_evaluate(
+        smoke_config(**kw, **{"export.instance_augment": {**clean, "noise": 3.0}}),
+        str(tmp_path / "b"),
+    )
+    assert 0.0 <= noisy["recall@1"] < 1.0 and noisy["recall@10"] >= noisy["recall@1"]
+    with pytest.raises(ValueError, match="config.eval.regime"):
+        config.validate(smoke_config(**{"eval.regime": "faces"}))

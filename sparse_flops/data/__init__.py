@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from sparse_flops.data import cifar100, fashion_mnist, features, synthetic
-from sparse_flops.data.augmentation import augment
+from sparse_flops.data.augmentation import augment, augment_split, augmented_views
 from sparse_flops.data.base import ArraySplit, DataError
 from sparse_flops.data.pipeline import Batcher, batches_in_order
 
@@ -17,6 +17,8 @@ __all__ = [
     "DataError",
     "SOURCES",
     "augment",
+    "augment_split",
+    "augmented_views",
     "batches_in_order",
     "load_splits",
     "num_classes",

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from sparse_flops.config import AUGMENT_BLOCK as BLOCK
+from sparse_flops.data.base import ArraySplit
 
 
 def random_shift(key: jax.Array, x: jax.Array, max_shift: int) -> jax.Array:
@@ -68,3 +72,34 @@ def augment(
             x = random_flip(k_flip, x)
         x = random_contrast(k_contrast, x, contrast)
     return gaussian_noise(k_noise, x, noise)
+
+
+def augmented_views(
+    split: ArraySplit, start: int, stop: int, total: int, augment_kwargs: dict, seed: int
+) -> ArraySplit:
+    """Views ``start .. stop - 1`` of a seeded sequence of ``total`` augmented views: view ``v``
+    is item ``v % len(split)`` augmented, labelled by that item's row. Views are augmented in
+    blocks of ``BLOCK`` (1000) keyed by the block's first view, so a view does not depend on
+    which chunk asks for it (``start`` a multiple of the block)."""
+    if start % BLOCK or not 0 <= start <= stop <= total:
+        raise ValueError(f"views {start}..{stop} of {total}: start must be a multiple of {BLOCK}")
+    key = jax.random.key(seed)
+    out, rows = [], []
+    for b in range(start, stop, BLOCK):
+        idx = np.arange(b, min(b + BLOCK, total)) % len(split)
+        k = jax.random.fold_in(key, b)
+        out.append(np.asarray(augment(k, split.inputs[idx], **augment_kwargs)))
+        rows.append(idx)
+    n = stop - start
+    if not out:
+        return ArraySplit(split.inputs[:0].astype(np.float32), np.zeros(0, np.int64))
+    return ArraySplit(
+        np.concatenate(out)[:n].astype(np.float32), np.concatenate(rows)[:n].astype(np.int64)
+    )
+
+
+def augment_split(split: ArraySplit, n: int, augment_kwargs: dict, seed: int):
+    """Seeded augmented views of the first ``n`` items of ``split``, each labelled by the row of
+    its source item (the instance queries)."""
+    n = min(n, len(split))
+    return augmented_views(split, 0, n, n, augment_kwargs, seed)
