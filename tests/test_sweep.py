@@ -160,3 +160,25 @@ def test_a_tuning_sweep_trains_and_records_validation_only(tmp_path):
     c.sweep.stages = ("train", "benchmark")
     with pytest.raises(ValueError, match="config.sweep.stages"):
         sweep.validate(c)
+
+
+@pytest.mark.slow
+def test_open_set_sweep_smoke_trains_ntxent_and_benchmarks_among_distractors(tmp_path):
+    from experiments import open_set_fashion_mnist
+
+    c = open_set_fashion_mnist.get_config("smoke")
+    c.data.dir = write_fake_fashion_mnist(str(tmp_path / "data"), n_train=400, n_test=100)
+    c.data.validation_size = 100
+    c.train.num_steps = 4
+    c.train.eval_every = 4
+    c.train.checkpoint_every = 4
+    out = sweep.run(c, str(tmp_path / "open"))
+    assert [m["name"] for m in out["members"]] == ["dense-seed0", "flops-seed0"]
+    for m in out["members"]:
+        assert m["config"]["loss"]["name"] == "ntxent"
+        assert "recall@1" in m["validation"]  # instance validation
+        assert {r["regime"] for r in m["rows"]} == {"open_set"}
+        # 2,000 distractors followed by the 100 test originals; 32 queries
+        assert {(r["n"], r["queries"]) for r in m["rows"]} == {(2100, 32)}
+    flops = out["members"][1]
+    assert any(r["method"].startswith("two-stage") for r in flops["rows"])
