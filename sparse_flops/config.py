@@ -24,6 +24,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.split_seed = 0
     c.data.train_limit = 0  # > 0 keeps only the first N training examples
     c.data.eval_limit = 0  # > 0 keeps only the first N examples of every other split
+    # Inputs x -> (x - per-pixel mean of the training split, if subtract_mean) * input_scale.
+    c.data.subtract_mean = False
+    c.data.input_scale = 1.0
     c.data.synthetic = ml_collections.ConfigDict(
         dict(num_classes=100, features=64, train_per_class=50, test_per_class=10, noise=0.5, seed=0)
     )
@@ -67,7 +70,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.optimizer.decay_factor = 0.1
     c.optimizer.momentum = 0.9
     c.optimizer.nesterov = False
-    c.optimizer.weight_decay = 0.0
+    c.optimizer.weight_decay = 0.0  # L2 on every parameter (adamw: decoupled)
+    # > 0: L2 on the kernels only (biases and BatchNorm left alone), the head's Dense kernel at
+    # its own rate (the original CIFAR code: 1e-4 on convolutions, 1e-3 on the head).
+    c.optimizer.kernel_decay = 0.0
+    c.optimizer.head_kernel_decay = 0.0
+    c.optimizer.adam_eps = 1e-8
     c.optimizer.grad_clip_norm = 0.0
 
     c.train = ml_collections.ConfigDict()

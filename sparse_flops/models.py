@@ -95,6 +95,10 @@ class CifarConvNet(nn.Module):
 
     channels: int = 192
     dropout: float = 0.5
+    # The original network: no BatchNorm (convolutions with bias), and its last 1x1 convolution
+    # linear, the ReLU applied after the global average.
+    batch_norm: bool = True
+    last_linear: bool = False
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -102,12 +106,14 @@ class CifarConvNet(nn.Module):
         x = x.astype(self.dtype)
         c = self.channels
 
-        def block(x, first_kernel, widths):
+        def block(x, first_kernel, widths, last=False):
             for i, w in enumerate(widths):
                 k = first_kernel if i == 0 else 1
-                x = nn.Conv(w, (k, k), use_bias=False, dtype=self.dtype)(x)
-                x = nn.BatchNorm(use_running_average=not train, dtype=self.dtype)(x)
-                x = nn.relu(x)
+                x = nn.Conv(w, (k, k), use_bias=not self.batch_norm, dtype=self.dtype)(x)
+                if self.batch_norm:
+                    x = nn.BatchNorm(use_running_average=not train, dtype=self.dtype)(x)
+                if not (last and self.last_linear and i == len(widths) - 1):
+                    x = nn.relu(x)
             return x
 
         x = block(x, 5, (c, 160, 96))
@@ -116,8 +122,9 @@ class CifarConvNet(nn.Module):
         x = block(x, 5, (c, c, c))
         x = nn.avg_pool(x, (3, 3), strides=(2, 2), padding="SAME")
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        x = block(x, 3, (c, c, c))
-        return jnp.mean(x, axis=(1, 2))
+        x = block(x, 3, (c, c, c), last=True)
+        x = jnp.mean(x, axis=(1, 2))
+        return nn.relu(x) if self.last_linear else x
 
 
 class _BasicBlock(nn.Module):

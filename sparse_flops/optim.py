@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+
+import jax
 import optax
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -30,20 +33,39 @@ def make_lr_schedule(opt_config, num_steps: int) -> optax.Schedule:
     return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
 
 
+def kernel_mask(params, *, head: bool):
+    """True on the ``kernel`` leaves of the head (``head``) or of everything else: the weights
+    an L2 regulariser of the original code covers (biases and BatchNorm parameters are not)."""
+
+    def pick(path, _):
+        names = [getattr(k, "key", str(k)) for k in path]
+        return names[-1] == "kernel" and ("head" in names) == head
+
+    return jax.tree_util.tree_map_with_path(pick, params)
+
+
 def make_optimizer(opt_config, num_steps: int) -> optax.GradientTransformation:
     """The optax optimiser of ``config.optimizer`` (adam, adamw or sgd with momentum)."""
     schedule = make_lr_schedule(opt_config, num_steps)
     name = opt_config.name
+    if opt_config.adam_eps <= 0:
+        raise ValueError(f"config.optimizer.adam_eps must be positive, got {opt_config.adam_eps}")
     if name == "adam":
-        tx = optax.adam(schedule)
+        tx = optax.adam(schedule, eps=opt_config.adam_eps)
     elif name == "adamw":
-        tx = optax.adamw(schedule, weight_decay=opt_config.weight_decay)
+        tx = optax.adamw(schedule, eps=opt_config.adam_eps, weight_decay=opt_config.weight_decay)
     elif name == "sgd":
         tx = optax.sgd(schedule, momentum=opt_config.momentum or None, nesterov=opt_config.nesterov)
     else:
         raise ValueError(f"config.optimizer.name={name!r}; choose one of {OPTIMIZERS}")
     if name != "adamw" and opt_config.weight_decay:
         tx = optax.chain(optax.add_decayed_weights(opt_config.weight_decay), tx)
+    for rate, head in ((opt_config.kernel_decay, False), (opt_config.head_kernel_decay, True)):
+        if rate < 0:
+            raise ValueError(f"config.optimizer kernel decay rates must be >= 0, got {rate}")
+        if rate:
+            mask = functools.partial(kernel_mask, head=head)
+            tx = optax.chain(optax.add_decayed_weights(rate, mask=mask), tx)
     if opt_config.grad_clip_norm:
         tx = optax.chain(optax.clip_by_global_norm(opt_config.grad_clip_norm), tx)
     return tx

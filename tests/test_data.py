@@ -205,3 +205,21 @@ def test_contrast_keeps_mean():
 
 def test_config_dict_is_ml_collections():
     assert isinstance(data_config(), ml_collections.ConfigDict)
+
+
+def test_mean_subtraction_and_scale_use_the_training_split(tmp_path):
+    c = base_config().data
+    c.source = "cifar100"
+    c.dir = write_fake_cifar100(str(tmp_path / "c"), n_train=40, n_test=12)
+    raw = data.load_splits(c)
+    c.subtract_mean, c.input_scale = True, 255.0 / 128.0
+    out = data.load_splits(c)
+    mean = raw["train"].inputs.mean(axis=0)
+    np.testing.assert_allclose(out["train"].inputs.mean(axis=0), 0.0, atol=1e-5)
+    # The test split is shifted by the training mean, not its own: (255 x - 255 mean) / 128.
+    np.testing.assert_allclose(
+        out["test"].inputs, (raw["test"].inputs - mean) * 255.0 / 128.0, rtol=1e-5, atol=1e-5
+    )
+    c.input_scale = 0.0
+    with pytest.raises(data.DataError, match="config.data.input_scale"):
+        data.load_splits(c)

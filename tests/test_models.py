@@ -119,3 +119,18 @@ def test_head_sows_its_activations_before_normalisation_and_can_drop_the_bn_scal
     # the activations are not normalised rows.
     assert not np.allclose(np.linalg.norm(a, axis=1), 1.0)
     np.testing.assert_allclose(z, a / np.linalg.norm(a, axis=1, keepdims=True), rtol=1e-5)
+
+
+def test_cifar_convnet_as_the_authors_built_it():
+    x = np.random.default_rng(0).standard_normal((2, 32, 32, 3)).astype(np.float32)
+    net = models.make_backbone("cifar_convnet", channels=8, batch_norm=False, last_linear=True)
+    variables, y = init_apply(net, x)
+    assert "batch_stats" not in variables
+    convs = [v for k, v in variables["params"].items() if k.startswith("Conv")]
+    assert len(convs) == 9 and all("bias" in v for v in convs)
+    y = np.asarray(y)
+    assert y.shape == (2, 8) and y.min() >= 0 and (y > 0).any()  # ReLU after the average
+    default = models.make_backbone("cifar_convnet", channels=8)
+    variables, _ = init_apply(default, x)
+    assert "batch_stats" in variables
+    assert not any("bias" in v for k, v in variables["params"].items() if k.startswith("Conv"))

@@ -317,3 +317,46 @@ def test_instance_evaluation_asks_for_each_views_own_original(tmp_path):
     assert 0.0 <= noisy["recall@1"] < 1.0 and noisy["recall@10"] >= noisy["recall@1"]
     with pytest.raises(ValueError, match="config.eval.regime"):
         config.validate(smoke_config(**{"eval.regime": "faces"}))
+
+
+def test_kernel_decay_reaches_kernels_only_at_each_parts_rate():
+    import jax.numpy as jnp
+
+    params = {
+        "backbone": {"Conv_0": {"kernel": jnp.ones((3, 3)), "bias": jnp.ones(3)}},
+        "head": {"Dense_0": {"kernel": jnp.ones((3, 2)), "bias": jnp.ones(2)}},
+    }
+    masks = optim.kernel_mask(params, head=True), optim.kernel_mask(params, head=False)
+    assert masks[0]["head"]["Dense_0"] == {"kernel": True, "bias": False}
+    assert masks[0]["backbone"]["Conv_0"] == {"kernel": False, "bias": False}
+    assert masks[1]["backbone"]["Conv_0"] == {"kernel": True, "bias": False}
+    c = base_config().optimizer
+    c.name, c.lr_schedule, c.learning_rate = "sgd", "constant", 1.0
+    c.momentum, c.kernel_decay, c.head_kernel_decay = 0.0, 1e-4, 1e-3
+    tx = optim.make_optimizer(c, 10)
+    zero = jax.tree_util.tree_map(jnp.zeros_like, params)
+    updates, _ = tx.update(zero, tx.init(params), params)
+    # With zero gradients the step is the L2 term alone: -rate * w on kernels, 0 on biases.
+    np.testing.assert_allclose(updates["backbone"]["Conv_0"]["kernel"], -1e-4)
+    np.testing.assert_allclose(updates["head"]["Dense_0"]["kernel"], -1e-3)
+    assert not np.any(updates["backbone"]["Conv_0"]["bias"])
+    assert not np.any(updates["head"]["Dense_0"]["bias"])
+    c.adam_eps = 0.0
+    with pytest.raises(ValueError, match="adam_eps"):
+        optim.make_optimizer(c, 10)
+
+
+def test_cifar100_config_as_the_authors_ran_it_trains_on_fake_pickles(tmp_path):
+    from helpers import write_fake_cifar100
+
+    from experiments import cifar100
+
+    c = cifar100.get_config("smoke")
+    c.data.dir = write_fake_cifar100(str(tmp_path / "data"), n_train=64, n_test=32)
+    c.train.num_steps = 2
+    c.train.eval_every = 2
+    c.eval.num_queries = 0
+    out = train.train_and_evaluate(c, str(tmp_path / "w"))
+    assert set(out) >= {"precision@1", "precision@4", "precision@16", "mean_nonzeros"}
+    state, _, _ = train.load_trained_state(c, str(tmp_path / "w"))
+    assert not jax.tree_util.tree_leaves(state.batch_stats)  # no BatchNorm anywhere

@@ -48,6 +48,9 @@ def load_splits(data_config) -> dict[str, ArraySplit]:
     Always ``train`` and ``test``; with ``validation_size`` > 0 also ``validation``, that many
     examples carved from ``train`` by a seeded permutation (and removed from it). ``train_limit``
     and ``eval_limit`` (> 0) then keep the first examples of ``train`` and of the other splits.
+    Last, ``subtract_mean`` removes the per-pixel mean of the (final) training split from every
+    split and ``input_scale`` multiplies them (the original CIFAR code: ``(x - mean) / 128`` on
+    0-255 pixels, i.e. ``subtract_mean`` and ``input_scale = 255 / 128`` here).
     """
     splits = _load_source(data_config)
     n_val = data_config.validation_size
@@ -66,6 +69,13 @@ def load_splits(data_config) -> dict[str, ArraySplit]:
             raise DataError(f"config.data limits must be >= 0, got {limit}")
         if limit:
             splits[name] = split.take(np.arange(min(limit, len(split))))
+    if data_config.input_scale <= 0:
+        raise DataError(f"config.data.input_scale must be positive, got {data_config.input_scale}")
+    if data_config.subtract_mean or data_config.input_scale != 1.0:
+        mean = splits["train"].inputs.mean(axis=0) if data_config.subtract_mean else 0.0
+        for name, split in list(splits.items()):
+            x = (split.inputs - mean) * np.float32(data_config.input_scale)
+            splits[name] = ArraySplit(x.astype(np.float32), split.labels)
     for key in ("train_split", "eval_split"):
         name = data_config[key]
         if name not in splits:
