@@ -16,7 +16,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.seed = 0
 
     c.data = ml_collections.ConfigDict()
-    c.data.source = "fashion_mnist"  # fashion_mnist | cifar100 | features | synthetic
+    c.data.source = (
+        "fashion_mnist"  # fashion_mnist | cifar100 | features | image_folder | synthetic
+    )
     c.data.dir = ""  # "" = the source's default folder (Fashion-MNIST: Debian's package)
     c.data.train_split = "train"
     c.data.eval_split = "test"
@@ -25,6 +27,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.train_limit = 0  # > 0 keeps only the first N training examples
     c.data.eval_limit = 0  # > 0 keeps only the first N examples of every other split
     # Inputs x -> (x - per-pixel mean of the training split, if subtract_mean) * input_scale.
+    c.data.image_size = 112  # image_folder: images resized to this square
     c.data.subtract_mean = False
     c.data.input_scale = 1.0
     c.data.synthetic = ml_collections.ConfigDict(
@@ -124,7 +127,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.benchmark.ks = (1, 10, 100)
     c.benchmark.num_queries = 1000
     c.benchmark.timing_queries = 0  # > 0: ms/query timed on the first N queries; 0 = all
-    c.benchmark.regimes = ()  # () = every regime the exports hold: class, instance, open_set
+    # () = every regime the exports hold (class, instance, open_set); "probe": face exports
+    c.benchmark.regimes = ()
     c.benchmark.repeats = 5
     c.benchmark.threads = 0  # 0 = all
     c.benchmark.methods = ("sparse", "scipy", "dense", "faiss", "pca", "lsh", "pq", "ivfpq")

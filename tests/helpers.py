@@ -121,3 +121,20 @@ def read_tensorboard_scalars(folder):
             for v in event.summary.value:
                 out.setdefault(v.tag, []).append((event.step, v.simple_value))
     return out
+
+
+def write_fake_faces(folder, identities=(4, 3, 3), per_identity=3, size=20, seed=0):
+    """``folder/{train,test,distractors}/<identity>/<k>.png``: ``identities`` folders per split
+    (train, probe, distractors), each identity a noisy variant of its own random face."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, n_ids in zip(("train", "test", "distractors"), identities, strict=True):
+        for i in range(n_ids):
+            d = os.path.join(folder, split, f"id{i:03d}")
+            os.makedirs(d, exist_ok=True)
+            base = rng.integers(0, 256, (size, size, 3))
+            for k in range(per_identity):
+                img = np.clip(base + rng.integers(-20, 21, base.shape), 0, 255).astype(np.uint8)
+                Image.fromarray(img).save(os.path.join(d, f"{k}.png"))
+    return folder

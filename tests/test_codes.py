@@ -181,3 +181,18 @@ def test_killed_between_the_swap_renames_reads_as_no_export(tmp_path, monkeypatc
     monkeypatch.setattr(os, "replace", real)
     with pytest.raises(codes.CodesError, match="export"):
         codes.load_codes(folder)
+
+
+def test_probe_regime_puts_each_identitys_first_image_among_the_distractors():
+    rng = np.random.default_rng(4)
+    distractors = codes.CodeSet(codes.to_csr(np.abs(rng.random((30, 16)))), np.full(30, 99))
+    probe_labels = np.array([5, 5, 7, 5, 7, 8])  # identity 8 has one image: no query
+    probe = codes.CodeSet(codes.to_csr(np.abs(rng.random((6, 16)))), probe_labels)
+    db, q = regimes.probe_regime(distractors, probe)
+    assert db.codes.shape == (33, 16)  # 30 distractors + mates of 5, 7, 8 (rows 0, 2, 5)
+    np.testing.assert_array_equal(db.dense()[30:], probe.dense()[[0, 2, 5]])
+    np.testing.assert_array_equal(q.dense(), probe.dense()[[1, 3, 4]])
+    np.testing.assert_array_equal(q.labels, [30, 30, 31])  # each query's mate row
+    sets = {"database": distractors, "queries": probe}
+    assert "probe" not in regimes.regimes(sets, 0)
+    assert regimes.regimes(sets, 2, ("probe",))["probe"][1].labels.tolist() == [30, 30]

@@ -223,3 +223,48 @@ def test_mean_subtraction_and_scale_use_the_training_split(tmp_path):
     c.input_scale = 0.0
     with pytest.raises(data.DataError, match="config.data.input_scale"):
         data.load_splits(c)
+
+
+def test_image_folder_reads_identities_and_offsets_distractor_labels(tmp_path):
+    from helpers import write_fake_faces
+
+    from sparse_flops.data import image_folder
+
+    root = write_fake_faces(str(tmp_path / "faces"), identities=(4, 3, 2), per_identity=3)
+    splits = image_folder.load(root, image_size=8)
+    assert splits["train"].inputs.shape == (12, 8, 8, 3)
+    assert 0.0 <= splits["train"].inputs.min() and splits["train"].inputs.max() <= 1.0
+    np.testing.assert_array_equal(splits["test"].labels, np.repeat(np.arange(3), 3))
+    np.testing.assert_array_equal(splits["distractors"].labels, 3 + np.repeat(np.arange(2), 3))
+    c = base_config().data
+    c.source, c.dir, c.image_size = "image_folder", root, 8
+    assert set(data.load_splits(c)) == {"train", "test", "distractors"}
+    # Bad input is named with its fix.
+    os.makedirs(os.path.join(root, "test", "id999"))
+    with pytest.raises(data.DataError, match="id999 holds no image"):
+        image_folder.load(root, 8)
+    with open(os.path.join(root, "test", "id999", "broken.png"), "wb") as f:
+        f.write(b"not a png")
+    with pytest.raises(data.DataError, match="broken.png is not a readable image"):
+        image_folder.load(root, 8)
+    with pytest.raises(data.DataError, match="does not exist"):
+        image_folder.load(str(tmp_path / "none"), 8)
+    os.rename(os.path.join(root, "train"), os.path.join(root, "elsewhere"))
+    with pytest.raises(data.DataError, match="train is missing"):
+        image_folder.load(root, 8)
+
+
+def test_features_folder_with_distractors_feeds_the_faces_config(tmp_path):
+    from experiments import faces
+    from sparse_flops import config as config_lib
+
+    rng = np.random.default_rng(0)
+    for name, n in (("train", 40), ("test", 12), ("distractors", 30)):
+        x = rng.standard_normal((n, 24)).astype(np.float32)
+        np.savez(tmp_path / f"{name}.npz", inputs=x, labels=np.arange(n) % 4)
+    c = faces.get_config("features")
+    config_lib.validate(c)
+    c.data.dir = str(tmp_path)
+    splits = data.load_splits(c.data)
+    assert set(splits) == {"train", "test", "distractors"}
+    assert c.export.database_split == "distractors" and c.benchmark.regimes == ("probe",)

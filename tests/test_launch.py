@@ -352,3 +352,25 @@ def test_two_hosts_train_resume_and_match_one_host(tmp_path):
         )
     records = io_utils.read_jsonl(str(tmp_path / "multi" / "metrics.jsonl"))
     assert [r["step"] for r in records if "train/loss" in r] == [4, 6, 8, 12]
+
+
+@pytest.mark.slow
+def test_faces_smoke_trains_arcface_and_identifies_probes_among_distractors(tmp_path):
+    from helpers import write_fake_faces
+
+    root = write_fake_faces(str(tmp_path / "faces"), identities=(12, 4, 5), per_identity=3)
+    work = tmp_path / "w"
+    r = launch(
+        "--config=experiments/faces.py:smoke",
+        f"--workdir={work}",
+        "--mode=all",
+        f"--config.data.dir={root}",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    meta = json.load(open(work / "codes" / "metadata.json"))
+    assert meta["sets"]["database"]["n"] == 15 and meta["sets"]["queries"]["n"] == 12
+    rows = json.load(open(work / "report.json"))["rows"]
+    assert {r["regime"] for r in rows} == {"probe"}
+    # 15 distractors + 4 mates; the 8 other probe images query for their mate.
+    assert {(r["n"], r["queries"]) for r in rows} == {(19, 8)}
+    assert all(0.0 <= r["recall@1"] <= r["recall@10"] <= 1.0 for r in rows)

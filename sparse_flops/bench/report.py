@@ -57,6 +57,7 @@ _REGIME_DROPS = {
     "class": ("recall@1", "recall@10", "recall@100"),
     "instance": ("precision@10",),
     "open_set": ("precision@10",),
+    "probe": ("precision@10",),
 }
 SCALE_COLUMNS = (
     "profile",

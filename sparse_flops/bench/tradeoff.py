@@ -36,7 +36,7 @@ DEFAULTS = dict(
     ks=(1, 10, 100),
     num_queries=1000,
     timing_queries=0,  # > 0: time on the first N queries (accuracy always on all of them)
-    regimes=(),  # () = every regime the exports hold (class, instance, open_set)
+    regimes=(),  # () = every regime the exports hold (class, instance, open_set); or "probe"
     repeats=5,
     threads=0,  # 0 = all
     methods=METHODS,
@@ -78,12 +78,12 @@ def distinct_labels(workdirs: Sequence[str]) -> list[str]:
 class _Export:
     """A workdir's exported codes: label, metadata, sets and regimes."""
 
-    def __init__(self, workdir: str, label: str, num_queries: int):
+    def __init__(self, workdir: str, label: str, num_queries: int, wanted: tuple[str, ...]):
         self.workdir, self.label = workdir, label
         self.meta, self.sets = codes.load_codes(os.path.join(workdir, codes.CODES_DIR))
         self.sparse = self.meta["kind"] == "sparse"
         self.dim = int(self.meta["dim"])
-        self.regimes = regimes.regimes(self.sets, num_queries)
+        self.regimes = regimes.regimes(self.sets, num_queries, wanted)
 
 
 def _pick_dense(exports: list[_Export], workdir: str, what: str) -> _Export | None:
@@ -196,8 +196,14 @@ def benchmark_workdirs(
         threads=threads,
         timing_queries=int(s["timing_queries"]),
     )
+    regime_names = as_tuple(s["regimes"]) or regimes.DEFAULT_REGIMES
+    if set(regime_names) - set(regimes.REGIMES):
+        raise ValueError(
+            f"unknown benchmark regimes {sorted(set(regime_names) - set(regimes.REGIMES))}; "
+            f"known: {regimes.REGIMES}"
+        )
     exports = [
-        _Export(w, label, int(s["num_queries"]))
+        _Export(w, label, int(s["num_queries"]), regime_names)
         for w, label in zip(workdirs, distinct_labels(workdirs), strict=True)
     ]
     for e in exports:
@@ -207,12 +213,6 @@ def benchmark_workdirs(
     threshold = float(s["two_stage_threshold"])
     threshold = None if threshold < 0 else threshold
 
-    regime_names = as_tuple(s["regimes"]) or regimes.REGIMES
-    if set(regime_names) - set(regimes.REGIMES):
-        raise ValueError(
-            f"unknown benchmark regimes {sorted(set(regime_names) - set(regimes.REGIMES))}; "
-            f"known: {regimes.REGIMES}"
-        )
     rows: list[dict] = []
     wanted = {os.path.abspath(w) for w in (workdirs if rows_for is None else rows_for)}
     if not wanted <= {os.path.abspath(w) for w in workdirs}:

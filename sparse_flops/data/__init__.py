@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from sparse_flops.data import cifar100, fashion_mnist, features, synthetic
+from sparse_flops.data import cifar100, fashion_mnist, features, image_folder, synthetic
 from sparse_flops.data.augmentation import augment, augment_split, augmented_views
 from sparse_flops.data.base import ArraySplit, DataError
 from sparse_flops.data.pipeline import Batcher, batches_in_order
 
-SOURCES = ("fashion_mnist", "cifar100", "features", "synthetic")
+SOURCES = ("fashion_mnist", "cifar100", "features", "image_folder", "synthetic")
 
 __all__ = [
     "ArraySplit",
@@ -37,6 +37,10 @@ def _load_source(data_config) -> dict[str, ArraySplit]:
         if not data_config.dir:
             raise DataError("the features source needs --config.data.dir=<folder of .npz files>")
         return features.load(data_config.dir)
+    if source == "image_folder":
+        if not data_config.dir:
+            raise DataError("the image_folder source needs --config.data.dir=<root folder>")
+        return image_folder.load(data_config.dir, data_config.image_size)
     if source == "synthetic":
         return synthetic.make_splits(**dict(data_config.synthetic))
     raise DataError(f"unknown data source {source!r} (config.data.source); choose one of {SOURCES}")

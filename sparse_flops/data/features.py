@@ -47,9 +47,12 @@ def load_split(path: str) -> ArraySplit:
 
 
 def load(data_dir: str, splits=("train", "test")) -> dict[str, ArraySplit]:
-    """``{name: split}`` from ``data_dir/<name>.npz`` for each name in ``splits``."""
+    """``{name: split}`` from ``data_dir/<name>.npz`` for each name in ``splits``, plus
+    ``distractors`` when ``distractors.npz`` exists (face data: the probe set is ``test``)."""
     if not os.path.isdir(data_dir):
         raise DataError(f"feature folder {data_dir} does not exist; set --config.data.dir")
+    if os.path.isfile(os.path.join(data_dir, "distractors.npz")):
+        splits = (*splits, "distractors")
     out = {name: load_split(os.path.join(data_dir, f"{name}.npz")) for name in splits}
     shapes = {name: s.inputs.shape[1:] for name, s in out.items()}
     if len(set(shapes.values())) > 1:
