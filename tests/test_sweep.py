@@ -9,6 +9,14 @@ from experiments import study_fashion_mnist
 from sparse_flops import sweep
 
 
+def shrink(c, tmp_path, n_train, n_test, steps):
+    """A sweep config ``c`` on fake Fashion-MNIST files, each member ``steps`` steps long."""
+    c.data.dir = write_fake_fashion_mnist(str(tmp_path / "data"), n_train=n_train, n_test=n_test)
+    c.data.validation_size = 100
+    c.train.num_steps = c.train.eval_every = c.train.checkpoint_every = steps
+    return c
+
+
 def test_parse_family_splits_fixed_words_from_grid_axes():
     fixed, grid = sweep.parse_family("regularizer.name=l1 regularizer.weight=0.1|1 model.dim=64")
     assert fixed == {"regularizer.name": "l1", "model.dim": 64}
@@ -68,12 +76,7 @@ def test_bad_sweep_sections_are_refused_with_the_key_named():
 
 @pytest.mark.slow
 def test_sweep_runs_skips_finished_members_and_refuses_a_changed_one(tmp_path):
-    c = study_fashion_mnist.get_config("smoke")
-    c.data.dir = write_fake_fashion_mnist(str(tmp_path / "data"), n_train=400, n_test=120)
-    c.data.validation_size = 100
-    c.train.num_steps = 4
-    c.train.eval_every = 4
-    c.train.checkpoint_every = 4
+    c = shrink(study_fashion_mnist.get_config("smoke"), tmp_path, 400, 120, steps=4)
     c.sweep.families = ml_collections.ConfigDict(
         dict(
             dense="model.activation=none regularizer.name=none regularizer.weight=0.0 "
@@ -129,12 +132,7 @@ def test_sweep_runs_skips_finished_members_and_refuses_a_changed_one(tmp_path):
 def test_a_tuning_sweep_trains_and_records_validation_only(tmp_path):
     from experiments import tune_fashion_mnist
 
-    c = tune_fashion_mnist.get_config("smoke")
-    c.data.dir = write_fake_fashion_mnist(str(tmp_path / "data"), n_train=300, n_test=60)
-    c.data.validation_size = 100
-    c.train.num_steps = 2
-    c.train.eval_every = 2
-    c.train.checkpoint_every = 2
+    c = shrink(tune_fashion_mnist.get_config("smoke"), tmp_path, 300, 60, steps=2)
     c.sweep.families = ml_collections.ConfigDict(
         dict(
             act="regularizer.on=activations model.batch_norm_scale=False "
@@ -166,12 +164,7 @@ def test_a_tuning_sweep_trains_and_records_validation_only(tmp_path):
 def test_open_set_sweep_smoke_trains_ntxent_and_benchmarks_among_distractors(tmp_path):
     from experiments import open_set_fashion_mnist
 
-    c = open_set_fashion_mnist.get_config("smoke")
-    c.data.dir = write_fake_fashion_mnist(str(tmp_path / "data"), n_train=400, n_test=100)
-    c.data.validation_size = 100
-    c.train.num_steps = 4
-    c.train.eval_every = 4
-    c.train.checkpoint_every = 4
+    c = shrink(open_set_fashion_mnist.get_config("smoke"), tmp_path, 400, 100, steps=4)
     out = sweep.run(c, str(tmp_path / "open"))
     assert [m["name"] for m in out["members"]] == ["dense-seed0", "flops-seed0"]
     for m in out["members"]:
