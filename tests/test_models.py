@@ -79,6 +79,7 @@ def model_config(**kw):
             activation="relu",
             threshold=0.0,
             batch_norm=True,
+            batch_norm_scale=True,
         )
     )
     c.update(kw)
