@@ -2,6 +2,8 @@
 
 Each ``experiments/*.py`` starts from :func:`base_config` and overrides what it needs, so every
 experiment accepts the same keys and a misspelt ``--config.x.y=`` fails under ``lock_config``.
+A key added to the schema defaults to the behaviour from before it existed, so records made
+without it (a sweep's finished members) stay valid.
 """
 
 from __future__ import annotations

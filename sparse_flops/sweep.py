@@ -280,6 +280,21 @@ def _compared(config: dict | None, stages: tuple[str, ...]) -> dict | None:
     return {k: v for k, v in config.items() if k not in ("export", "benchmark")}
 
 
+def _known_to(now: dict, record: dict) -> dict:
+    """``now`` without the keys the ``record``'s config does not have: keys added to the schema
+    after a record was made. A new key's default keeps the behaviour that came before it (the
+    schema's rule), so a record made without it is still that member's record."""
+    out = {}
+    for key, value in now.items():
+        if key not in record:
+            continue
+        if isinstance(value, dict) and isinstance(record[key], dict):
+            out[key] = _known_to(value, record[key])
+        else:
+            out[key] = value
+    return out
+
+
 def read_member(
     workdir: str, member: Member, record_dir: str = "", stages: tuple[str, ...] = STAGES
 ) -> dict | None:
@@ -296,7 +311,9 @@ def read_member(
             record = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"{path} is unreadable ({e}); delete it to run the member again") from e
-    if _compared(record.get("config"), stages) != _compared(_config_json(member.config), stages):
+    recorded = _compared(record.get("config"), stages)
+    now = _compared(_config_json(member.config), stages)
+    if recorded is None or recorded != _known_to(now, recorded):
         raise ValueError(
             f"{path} was made with another config than sweep member {member.name} has now; "
             "delete that member's folder to run it again, or sweep into a new --workdir"

@@ -152,6 +152,19 @@ def test_a_tuning_sweep_trains_and_records_validation_only(tmp_path):
     # training's.
     c.benchmark.timing_queries = 50
     assert len(sweep.collect(c, str(tmp_path / "tune"))["members"]) == 2
+    # A record made before a key joined the schema (the key's default keeps the old
+    # behaviour) still counts; a record with a key the schema no longer has does not.
+    path = tmp_path / "tune" / "act-weight0.1-seed0" / "member.json"
+    record = json.loads(path.read_text())
+    del record["config"]["eval"]["regime"]
+    path.write_text(json.dumps(record))
+    assert len(sweep.collect(c, str(tmp_path / "tune"))["members"]) == 2
+    record["config"]["eval"]["gone"] = 1
+    path.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="another config than sweep member act-weight0.1"):
+        sweep.collect(c, str(tmp_path / "tune"))
+    del record["config"]["eval"]["gone"]
+    path.write_text(json.dumps(record))
     c.optimizer.learning_rate = 0.01
     with pytest.raises(ValueError, match="another config"):
         sweep.collect(c, str(tmp_path / "tune"))
