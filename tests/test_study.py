@@ -121,6 +121,11 @@ def test_equal_cost_statements_compare_within_the_same_budget():
     # FLOPs' front: 0.805 at 0.1 ms (L1 has nothing that cheap), 0.885 at 0.5 ms vs L1 0.855
     assert lines[0].endswith("no point this cheap")
     assert "FLOPs 0.885" in lines[1] and "L1 0.855" in lines[1] and lines[1].endswith("above")
+    # Seed ranges that overlap are called level, not above or below.
+    close = {"acc": 0.80, "acc_min": 0.79, "acc_max": 0.81}
+    assert study._verdict(close, {"acc": 0.805, "acc_min": 0.80, "acc_max": 0.81}) == "level"
+    assert study._verdict(close, {"acc": 0.75, "acc_min": 0.74, "acc_max": 0.78}) == "above"
+    assert study._verdict(close, {"acc": 0.85, "acc_min": 0.82, "acc_max": 0.88}) == "below"
     speed = study.speedup_at_equal_accuracy(curves)
     assert any(x.startswith("- two-stage FLOPs: 0.925") for x in speed)
     assert any(x.startswith("- FLOPs: never reaches it") for x in speed)
@@ -134,7 +139,11 @@ def test_write_results_writes_report_and_plot(tmp_path):
     assert out.read_text() == text
     assert os.path.getsize(tmp_path / "results.png") > 1000
     assert "## Class retrieval (precision@1)" in text and "## Instance retrieval (recall@1)" in text
-    assert "FLOPs above L1 at 1 of 2 budgets" in text
+    assert (
+        "- class: FLOPs against L1 at equal ms/query: L1 has no point as cheap as FLOPs at 0.1 "
+        "ms/query; at the 1 budget where both have a point (0.5 ms/query), FLOPs is above at 1 "
+        "(by 0.030)." in text
+    )
     assert "not yet run: 1 (l1-weight1.0-seed0)" in text
     assert "python launch.py --mode=sweep ..." in text
     # validation choice: the sparsest FLOPs weight within 0.01 of the best validation precision
@@ -161,3 +170,26 @@ def test_a_tuning_sweep_gets_its_validation_report(tmp_path):
         "regularizer.weight=1.0" in text
     )
     assert "- l1: the sparsest setting" in text
+
+
+def test_setup_section_reads_the_recorded_configs_and_times():
+    sweep = fake_sweep()
+    sweep["reference"] = "dense-dim64"
+    config = {
+        "train": {"num_steps": 800, "batch_size": 256},
+        "data": {"source": "fashion_mnist", "validation_size": 10000, "eval_split": "validation"},
+        "model": {"backbone": "small_convnet", "dim": 1024, "batch_norm_scale": False},
+        "benchmark": {"num_queries": 1000, "timing_queries": 200, "repeats": 3, "threads": 1,
+                      "k": 100},
+        "regularizer": {"on": "activations", "warmup_steps": 300, "schedule": "quadratic"},
+        "loss": {"name": "norm_softmax"},
+    }  # fmt: skip
+    for i, m in enumerate(sweep["members"]):
+        m["config"] = config
+        m["seconds"] = {"train": 100.0 + i, "benchmark": 400.0 if "dense" in m["name"] else 30.0}
+    text = "\n".join(study.setup_lines(sweep))
+    assert "800 steps of 256" in text and "penalty on the activations" in text
+    assert "timed on 200 of them, median of 3 repeats" in text
+    # the reference members' benchmarks (400 s) are reported apart from the others' (30 s)
+    assert "benchmark 30 s; the reference member's benchmark 400 s" in text
+    assert study.setup_lines({"members": [{"name": "x"}]}) == []

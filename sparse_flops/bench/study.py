@@ -102,24 +102,89 @@ def best_within(points: list[dict], cost: str, budget: float) -> dict | None:
     return max(ok, key=lambda p: p["acc"]) if ok else None
 
 
-def equal_cost_lines(curves: dict, a: str, b: str, cost: str, unit: str) -> list[str]:
-    """Statements comparing curves ``a`` and ``b`` at each of ``a``'s Pareto points' costs."""
+def _verdict(p: dict, q: dict) -> str:
+    """``above``/``below`` when ``p``'s seed range lies wholly above/below ``q``'s; ``level``
+    when the two ranges overlap (the difference is within the spread over seeds)."""
+    if p["acc_min"] > q["acc_max"]:
+        return "above"
+    if p["acc_max"] < q["acc_min"]:
+        return "below"
+    return "level"
+
+
+def equal_cost_comparison(curves: dict, a: str, b: str, cost: str) -> list[dict]:
+    """At each of ``a``'s Pareto points' costs: ``a``'s point, ``b``'s best point within that
+    budget (None if ``b`` has none so cheap), their difference and its verdict."""
     if a not in curves or b not in curves:
         return []
-    lines = []
+    out = []
     for p in pareto(curves[a], cost):
         q = best_within(curves[b], cost, p[cost])
-        budget = _num(p[cost]) + f" {unit}"
+        out.append(
+            {
+                "budget": p[cost],
+                "a": p,
+                "b": q,
+                "diff": None if q is None else p["acc"] - q["acc"],
+                "verdict": "no point" if q is None else _verdict(p, q),
+            }
+        )
+    return out
+
+
+def equal_cost_lines(curves: dict, a: str, b: str, cost: str, unit: str) -> list[str]:
+    """Statements comparing curves ``a`` and ``b`` at each of ``a``'s Pareto points' costs."""
+    lines = []
+    for c in equal_cost_comparison(curves, a, b, cost):
+        p, q = c["a"], c["b"]
+        budget = _num(c["budget"]) + f" {unit}"
         if q is None:
             lines.append(f"- at {budget}: {a} {p['acc']:.3f}; {b} has no point this cheap")
             continue
-        diff = p["acc"] - q["acc"]
-        word = "above" if diff > 0 else "below" if diff < 0 else "level with"
+        word = {"above": "above", "below": "below", "level": "level within the seeds' spread"}
         lines.append(
             f"- at {budget}: {a} {p['acc']:.3f} ({p['setting']}), {b} {q['acc']:.3f} "
-            f"({q['setting']}): {a} is {abs(diff):.3f} {word}"
+            f"({q['setting']}): {a} is {abs(c['diff']):.3f} {word[c['verdict']]}"
         )
     return lines
+
+
+def plain_statement(curves: dict, a: str, b: str, cost: str, unit: str) -> str | None:
+    """One sentence summing up :func:`equal_cost_comparison`: where ``b`` has no point as
+    cheap, and over the budgets where both have one, how often and by how much ``a`` is above,
+    below or level with ``b`` (level: the seed ranges overlap)."""
+    comp = equal_cost_comparison(curves, a, b, cost)
+    if not comp:
+        return None
+    parts = []
+    none = [c["budget"] for c in comp if c["b"] is None]
+    if none:
+        where = _num(none[0]) if len(none) == 1 else f"{_num(min(none))} to {_num(max(none))}"
+        parts.append(f"{b} has no point as cheap as {a} at {where} {unit}")
+    both = [c for c in comp if c["b"] is not None]
+    if both:
+        lo, hi = min(c["budget"] for c in both), max(c["budget"] for c in both)
+        span = f"{_num(lo)} {unit}" if lo == hi else f"{_num(lo)} to {_num(hi)} {unit}"
+        counts = []
+        for verdict in ("above", "below", "level"):
+            group = [c for c in both if c["verdict"] == verdict]
+            if not group:
+                continue
+            if verdict == "level":
+                counts.append(f"level within the seeds' spread at {len(group)}")
+            else:
+                sizes = [abs(c["diff"]) for c in group]
+                by = (
+                    f"{min(sizes):.3f}"
+                    if len(sizes) == 1
+                    else (f"{min(sizes):.3f} to {max(sizes):.3f}")
+                )
+                counts.append(f"{verdict} at {len(group)} (by {by})")
+        parts.append(
+            f"at the {len(both)} budget{'s' if len(both) > 1 else ''} where both have a point "
+            f"({span}), {a} is " + ", ".join(counts)
+        )
+    return f"{a} against {b} at equal {unit}: " + "; ".join(parts) + "."
 
 
 def _num(x: float) -> str:
@@ -305,6 +370,53 @@ def write_tuning(sweep: dict, sweep_path: str, out_path: str, commands: Sequence
     return text
 
 
+def setup_lines(sweep: dict) -> list[str]:
+    """The recipe and sizes the members ran with, read from their own recorded configs, and
+    the median seconds each stage took (the reference member's benchmark apart)."""
+    members = sweep["members"]
+    if not members or "config" not in members[0]:
+        return []
+    c = members[0]["config"]
+    t, d, m, b = c["train"], c["data"], c["model"], c["benchmark"]
+    r = c["regularizer"]
+    kw = m.get("backbone_kwargs", {})
+    lines = [
+        "## Set-up (read from the members' recorded configs)",
+        "",
+        f"- data: {d['source']}, {d.get('validation_size', 0):,} training images carved out as "
+        f"the validation split (seed {d.get('split_seed', 0)}); training-time evaluation on "
+        f"`{d.get('eval_split', 'test')}`.",
+        f"- model: {m['backbone']} {kw}, code dimension {m['dim']} (dense members: their "
+        f"`model.dim`), head BatchNorm {'with' if m.get('batch_norm_scale', True) else 'without'}"
+        f" learned scale; loss {c['loss']['name']}.",
+        f"- training: {t['num_steps']} steps of {t['batch_size']}, regulariser warm-up "
+        f"{r.get('warmup_steps', 0)} steps ({r.get('schedule', '')}), penalty on the "
+        f"{r.get('on', 'codes')}.",
+        f"- benchmark: accuracy over {b['num_queries']:,} test queries, ms/query timed on "
+        f"{b.get('timing_queries', 0) or b['num_queries']:,} of them, median of {b['repeats']} "
+        f"repeats, {b['threads']} thread(s), top {b['k']}.",
+    ]
+    stages: dict[str, list[float]] = defaultdict(list)
+    reference = []
+    ref_prefix = f"{sweep.get('reference') or '-'}-seed"
+    for member in members:
+        for stage, sec in member.get("seconds", {}).items():
+            if stage == "benchmark" and member["name"].startswith(ref_prefix):
+                reference.append(sec)
+            else:
+                stages[stage].append(sec)
+    if stages:
+        med = ", ".join(f"{k} {np.median(v):.0f} s" for k, v in stages.items())
+        ref = ""
+        if reference:
+            ref = f"; the reference member's benchmark {np.median(reference):.0f} s"
+        env = members[0].get("environment", {})
+        lines.append(
+            f"- time per member (median over members, {env.get('cpus', '?')} CPUs): {med}{ref}."
+        )
+    return lines + [""]
+
+
 def write_results(sweep_path: str, out_path: str, commands: Sequence[str] = ()) -> str:
     """Writes the study's Markdown report (and its plot beside it); returns the text. A sweep
     whose members have no benchmark rows (a tuning sweep) gets :func:`write_tuning`'s report."""
@@ -392,14 +504,7 @@ def write_results(sweep_path: str, out_path: str, commands: Sequence[str] = ()) 
             ):
                 block = equal_cost_lines(curves, a, b, cost, unit)
                 if block:
-                    above = sum(x.endswith("above") for x in block)
-                    below = sum(x.endswith("below") for x in block)
-                    none = sum(x.endswith("this cheap") for x in block)
-                    summary.append(
-                        f"- {regime}, equal {unit}: {a} above {b} at {above} of {len(block)} "
-                        f"budgets, below at {below}, level at {len(block) - above - below - none}"
-                        + (f", {b} has no point as cheap at {none}" if none else "")
-                    )
+                    summary.append(f"- {regime}: " + plain_statement(curves, a, b, cost, unit))
                     lines += [
                         f"**{a} against {b} at equal {unit}** (best accuracy within each budget):",
                         "",
@@ -412,6 +517,7 @@ def write_results(sweep_path: str, out_path: str, commands: Sequence[str] = ()) 
             *speedup_at_equal_accuracy(curves),
             "",
         ]
+    lines += setup_lines(sweep)
     lines += [
         "## Validation: sparsity, `sum p^2` and `R_sub` (the paper's Figure 4 b/d)",
         "",
