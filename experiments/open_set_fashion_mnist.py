@@ -13,6 +13,9 @@ images, 20 per image, 20,000 at a time, no image kept) and 1,000 views of test i
 queries; the benchmark searches the distractors followed by the 10,000 test originals
 (``open_set``), recall@1/10/100 of each query's own original, no self-match.
 
+The class-trained models (``cls_*``: the normalised-softmax loss over the ten classes, the class
+study's augmentation) are reported beside the NT-Xent ones.
+
 Size: the member recipe is the class study's (``study_fashion_mnist.py``: the narrow ConvNet,
 800 steps, the penalty on the activations), with two views per step. Only a few points per
 family enter this table (the class study's sweeps give the full curves): embedding a million
@@ -24,6 +27,9 @@ codes would need 4 GB of memory and of disk per export.
 import ml_collections
 
 from experiments import study_fashion_mnist
+
+# The class study's loss and training augmentation (experiments/fashion_mnist.py).
+CLASS = "loss.name=norm_softmax augment.flip=True augment.contrast=0.0 augment.noise=0.0"
 
 
 def get_config(arg: str | None = None):
@@ -50,6 +56,11 @@ def get_config(arg: str | None = None):
             flops="regularizer.name=flops regularizer.weight=0.03|0.1|0.3",
             l1="regularizer.name=l1 regularizer.weight=0.003|0.03",
             relu="regularizer.name=none regularizer.weight=0.0",
+            # Class-trained models beside them: the class study's member recipe (its loss and
+            # augmentation), at FLOPs' validation choice there and the dense-128 peer.
+            cls_flops=f"{CLASS} regularizer.name=flops regularizer.weight=0.03",
+            cls_dense=f"{CLASS} model.activation=none regularizer.name=none "
+            "regularizer.weight=0.0 model.dim=128",
         )
     )
     c.sweep.reference = "dense-dim128"

@@ -193,3 +193,14 @@ def test_setup_section_reads_the_recorded_configs_and_times():
     # the reference members' benchmarks (400 s) are reported apart from the others' (30 s)
     assert "benchmark 30 s; the reference member's benchmark 400 s" in text
     assert study.setup_lines({"members": [{"name": "x"}]}) == []
+
+
+def test_class_trained_members_of_the_open_set_sweep_are_curves_of_their_own():
+    sweep = fake_sweep()
+    sweep["members"].append(
+        _member("cls_flops-seed0", "cls_flops", 0, {}, True,
+                [_row("sparse index (ours)", "", 0.02, 0.2, 1e4, "open_set")])
+    )  # fmt: skip
+    curves = study.curve_points(sweep, "open_set")
+    assert [p["acc"] for p in curves["FLOPs, class-trained"]] == [0.02]
+    assert "FLOPs" not in curves

@@ -188,3 +188,16 @@ def test_open_set_sweep_smoke_trains_ntxent_and_benchmarks_among_distractors(tmp
         assert {(r["n"], r["queries"]) for r in m["rows"]} == {(2100, 32)}
     flops = out["members"][1]
     assert any(r["method"].startswith("two-stage") for r in flops["rows"])
+
+
+def test_open_set_sweep_reports_class_trained_models_beside_the_ntxent_ones():
+    from experiments import open_set_fashion_mnist
+
+    by = {m.name: m.config for m in sweep.members(open_set_fashion_mnist.get_config())}
+    assert by["flops-weight0.1-seed0"].loss.name == "ntxent"
+    cls = by["cls_flops-seed0"]
+    assert (cls.loss.name, cls.augment.flip, cls.augment.contrast) == ("norm_softmax", True, 0.0)
+    assert (
+        by["cls_dense-seed0"].model.dim == 128 and by["cls_dense-seed0"].model.activation == "none"
+    )
+    assert {m.seed for m in sweep.members(open_set_fashion_mnist.get_config())} == {0, 1, 2}

@@ -41,6 +41,9 @@ CURVES = {
     "PQ": (None, "PQ (faiss)"),
     "IVF-PQ": (None, "IVF-PQ (faiss)"),
     "two-stage FLOPs": ("flops", "two-stage"),
+    # The open-set sweep's class-trained models, beside its instance-trained (NT-Xent) ones.
+    "FLOPs, class-trained": ("cls_flops", "sparse index (ours)"),
+    "dense exact, class-trained": ("cls_dense", "dense exact (BLAS)"),
 }
 COSTS = {"ms": "ms_per_query_1t", "MACs": "macs_per_query"}
 
