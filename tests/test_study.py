@@ -204,3 +204,18 @@ def test_class_trained_members_of_the_open_set_sweep_are_curves_of_their_own():
     curves = study.curve_points(sweep, "open_set")
     assert [p["acc"] for p in curves["FLOPs, class-trained"]] == [0.02]
     assert "FLOPs" not in curves
+
+
+def test_dominance_lines_compare_each_setting_with_the_best_as_cheap():
+    rows = [
+        {"family": "a", "setting": "w=1", "precision@1": 0.80, "sum_p_squared": 10.0},
+        {"family": "a", "setting": "w=2", "precision@1": 0.70, "sum_p_squared": 4.0},
+        {"family": "b", "setting": "v=1", "precision@1": 0.75, "sum_p_squared": 12.0},
+        {"family": "b", "setting": "v=2", "precision@1": 0.72, "sum_p_squared": 5.0},
+        {"family": "b", "setting": "v=3", "precision@1": 0.60, "sum_p_squared": 2.0},
+    ]
+    lines = study.dominance_lines(rows, "a", "b")
+    assert lines[1].endswith("a has no setting as cheap")  # v=3 is cheaper than all of a
+    assert "a w=2 is 0.020 below it" in lines[2]  # v=2 (5.0): only w=2 (4.0) is as cheap
+    assert "a w=1 is 0.050 above it" in lines[3]  # v=1 (12.0): w=1 (0.80) is the best
+    assert study.dominance_lines(rows, "a", "missing") == []

@@ -368,9 +368,37 @@ def write_tuning(sweep: dict, sweep_path: str, out_path: str, commands: Sequence
             f"{c['setting']} ({c['precision@1']:.3f} at {c['mean_nonzeros']:.1f} non-zeros, "
             f"sum p^2 {c['sum_p_squared']:.3g})."
         )
+    families = sorted({r["family"] for r in val_rows})
+    for f in families:
+        for g in families:
+            if f != g:
+                lines += dominance_lines(val_rows, f, g)
     text = "\n".join(lines) + "\n"
     io_utils.atomic_write_text(out_path, text)
     return text
+
+
+def dominance_lines(val_rows: list[dict], a: str, b: str, cost: str = "sum_p_squared") -> list[str]:
+    """For each of family ``b``'s settings, the most accurate setting of ``a`` that is at least
+    as cheap (``cost``: expected multiply-adds per query over the items, by default), and by how
+    much its validation precision@1 is higher or lower."""
+    pts_a = [r for r in val_rows if r["family"] == a]
+    out = []
+    for q in sorted((r for r in val_rows if r["family"] == b), key=lambda r: r[cost]):
+        ok = [p for p in pts_a if p[cost] <= q[cost]]
+        if not ok:
+            out.append(f"- {b} {q['setting']} ({cost} {q[cost]:.3g}): {a} has no setting as cheap")
+            continue
+        p = max(ok, key=lambda r: r["precision@1"])
+        diff = p["precision@1"] - q["precision@1"]
+        word = "above" if diff > 0 else "below" if diff < 0 else "level with"
+        out.append(
+            f"- {b} {q['setting']} ({q['precision@1']:.3f} at {cost} {q[cost]:.3g}): {a} "
+            f"{p['setting']} is {abs(diff):.3f} {word} it at {cost} {p[cost]:.3g}"
+        )
+    if out:
+        out.insert(0, f"\n**{a} against {b} at equal or lower {cost}** (validation):\n")
+    return out
 
 
 def setup_lines(sweep: dict) -> list[str]:
@@ -527,6 +555,8 @@ def write_results(sweep_path: str, out_path: str, commands: Sequence[str] = ()) 
         markdown_table(val_rows, list(val_rows[0]) if val_rows else []),
         "",
     ]
+    lines += dominance_lines(val_rows, "flops", "l1") + dominance_lines(val_rows, "l1", "flops")
+    lines.append("")
     for family in ("flops", "l1"):
         c = chosen_weight(val_rows, family)
         if c:
