@@ -5,8 +5,8 @@
 Every member is the study's member recipe (``experiments/study_fashion_mnist.py``: 50,000
 training images, the narrow ConvNet, 800 steps) trained and evaluated on the 10,000-image
 validation split; ``sweep.stages = ("train",)``, so nothing is exported or benchmarked. Records land
-in ``results/tune_fashion_mnist/`` and ``python -m sparse_flops.bench.study --tuning`` tabulates
-them (``docs/tuning.md``).
+in ``results/tune_fashion_mnist/``, and ``python -m sparse_flops.bench.study
+--sweep=results/tune_fashion_mnist/sweep.json --out=docs/tuning.md`` tabulates them.
 
 The question it answers: what the penalty should see. The original code penalises the
 L2-normalised codes (``regularizer.on = "codes"``). There the FLOPs relaxation of a batch,
@@ -17,6 +17,11 @@ reachable, and the penalty stops paying for sparsity there (with faces, C = 85,0
 cannot be). On the head's activations before the normalisation (``"activations"``), with
 BatchNorm's learned scale removed so that units cannot all shrink alike (the loss is blind to
 that scale), it can only be lowered by switching units off.
+
+The answer (``docs/tuning.md``, one seed): on the codes, weight 5 keeps 253 non-zeros and
+weight 50 collapses (validation precision@1 0.47 at 97 non-zeros); on the activations every
+weight from 0.01 to 1.0 is at or above the codes-penalty members at equal or lower
+``sum p^2``, and weight 0.03 is the sparsest within 0.01 of the best (0.841 at 92 non-zeros).
 """
 
 import ml_collections
