@@ -20,7 +20,8 @@ that scale), it can only be lowered by switching units off.
 
 The answer (``docs/tuning.md``, one seed): on the codes, weight 5 keeps 253 non-zeros and
 weight 50 collapses (validation precision@1 0.47 at 97 non-zeros); each of them is beaten by
-a penalty on the activations at lower ``sum p^2`` (by 0.007 and 0.355), where weight 0.03 is the sparsest within 0.01 of the best (0.841 at 92 non-zeros).
+a penalty on the activations at lower ``sum p^2`` (by 0.007 and 0.355), where weight 0.03 is
+the sparsest within 0.01 of the best (0.841 at 92 non-zeros).
 """
 
 import ml_collections
