@@ -28,6 +28,8 @@ import ml_collections
 
 from experiments import study_fashion_mnist
 
+HIGH = "regularizer.name=flops regularizer.weight=0.3|1.0"
+
 
 def get_config(arg: str | None = None):
     c = study_fashion_mnist.get_config(arg)
@@ -37,6 +39,14 @@ def get_config(arg: str | None = None):
         dict(
             flops_codes=f"{codes} regularizer.name=flops regularizer.weight=5.0|50.0",
             flops_act=f"{act} regularizer.name=flops regularizer.weight=0.01|0.03|0.1|0.3|1.0",
+            # The second question: the recipe at high sparsity, where flops_act at weights 0.3
+            # and 1.0 falls behind L1 at equal sum p^2 in the study. One change at a time
+            # against flops_act: a longer warm-up, a lower learning rate, a larger loss scale,
+            # twice the steps.
+            hi_warmup=f"{act} {HIGH} regularizer.warmup_steps=700",
+            hi_lr=f"{act} {HIGH} optimizer.learning_rate=0.0003",
+            hi_scale=f"{act} {HIGH} loss.scale=32.0",
+            hi_steps=f"{act} {HIGH} train.num_steps=1600 regularizer.warmup_steps=600",
         )
     )
     c.sweep.seeds = (0,)
