@@ -297,6 +297,8 @@ def plot(curves_by_regime: dict, val_rows: list[dict], path: str) -> None:
             )
             ax.plot([v["mean_nonzeros"] for v in rows], [v[key] for v in rows], "o-", label=family)
         ax.set_xscale("log")
+        if key == "sum_p_squared":
+            ax.set_yscale("log")
         ax.set_xlabel("mean non-zeros per code (validation)")
         ax.set_ylabel("R_sub" if key == "r_sub" else "sum_j p_j^2")
         ax.set_title("the paper's Figure 4 b/d: " + ("R_sub" if key == "r_sub" else "sum p^2"))
