@@ -8,6 +8,7 @@
     python launch.py --mode=scale --config=experiments/scale.py --workdir=runs/scale
     python launch.py --mode=throughput --config=experiments/throughput.py --workdir=runs/tp
     python launch.py --mode=sweep --config=experiments/study_fashion_mnist.py --workdir=runs/study
+    python launch.py --mode=collect --config=experiments/study_fashion_mnist.py --workdir=runs/study
 
 Every mode's settings live in its config; ``--mode=benchmark`` (and the scale benchmark) run on
 the NumPy side and never import JAX.
@@ -33,11 +34,13 @@ flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics, codes and
 flags.DEFINE_enum(
     "mode",
     "train",
-    ["train", "export", "benchmark", "all", "scale", "throughput", "sweep"],
+    ["train", "export", "benchmark", "all", "scale", "throughput", "sweep", "collect"],
     "train; export codes; benchmark exported codes; all = the three in turn; scale = the "
     "synthetic 1M-item retrieval benchmark (experiments/scale.py); throughput = training "
     "examples/s per backbone (experiments/throughput.py); sweep = train, export and "
-    "benchmark every member of a sweep config, resumably (experiments/study_*.py).",
+    "benchmark every member of a sweep config, resumably (experiments/study_*.py); collect = "
+    "gather every finished member of a sweep into its sweep.json, running nothing (after a "
+    "sweep run in parts, e.g. one seed per --config.sweep.seeds).",
 )
 flags.DEFINE_list("compare", [], "Other exported workdirs to benchmark beside --workdir.")
 flags.DEFINE_bool(
@@ -59,7 +62,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     mode = FLAGS.mode
     logs.quiet_third_party(verbose=FLAGS.verbosity > 0)
-    if mode in ("scale", "throughput", "train", "all", "sweep") and FLAGS.config is None:
+    if mode in ("scale", "throughput", "train", "all", "sweep", "collect") and FLAGS.config is None:
         raise app.UsageError(f"--mode={mode} needs --config (see the experiments/ folder)")
     if mode in JAX_MODES and (FLAGS.distributed or FLAGS.coordinator_address):
         from sparse_flops import sharding
@@ -81,6 +84,12 @@ def main(argv):
         from sparse_flops import sweep
 
         sweep.run(FLAGS.config, FLAGS.workdir)
+        return
+    if mode == "collect":
+        from sparse_flops import sweep
+
+        sweep.validate(FLAGS.config)
+        sweep.collect(FLAGS.config, FLAGS.workdir)
         return
     from sparse_flops.config import load_workdir_config
 

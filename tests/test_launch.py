@@ -86,6 +86,21 @@ def test_scale_and_throughput_modes_write_reports(tmp_path):
     assert r.returncode != 0 and "needs --config" in r.stderr
 
 
+def test_collect_mode_gathers_a_sweep_without_running_it(tmp_path):
+    r = launch(
+        "--mode=collect",
+        "--config=experiments/study_fashion_mnist.py:smoke",
+        f"--workdir={tmp_path / 'study'}",
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    with open(tmp_path / "study" / "sweep.json") as f:
+        out = json.load(f)
+    assert out["members"] == [] and "flops-weight5.0-seed1" in out["missing"]
+    assert not os.path.exists(tmp_path / "study" / "dense-dim64-seed0")  # nothing trained
+    r = launch("--mode=collect", f"--workdir={tmp_path / 'study'}")
+    assert r.returncode != 0 and "--mode=collect needs --config" in r.stderr
+
+
 def test_launcher_has_at_most_eight_flags():
     r = subprocess.run(
         [sys.executable, "launch.py", "--helpfull"], cwd=ROOT, capture_output=True, text=True

@@ -121,6 +121,13 @@ def test_sweep_runs_skips_finished_members_and_refuses_a_changed_one(tmp_path):
     # A record survives its run folder: the member still counts as finished.
     os.remove(os.path.join(workdir, "flops-weight5.0-seed0", "member.json"))
     assert sweep.collect(c, workdir)["missing"] == []
+    # Collecting over more seeds than this part ran (what --mode=collect does after a sweep
+    # run one seed at a time) keeps every finished member and lists the rest as missing.
+    c.sweep.seeds = (0, 1)
+    both = sweep.collect(c, workdir)
+    assert len(both["members"]) == 3 and both["seeds"] == [0, 1]
+    assert both["missing"] == ["dense-seed1", "flops-weight0.5-seed1", "flops-weight5.0-seed1"]
+    c.sweep.seeds = (0,)
     # Changing a finished member's config is refused, naming the member.
     c.train.num_steps = 6
     with pytest.raises(ValueError, match="another config than sweep member dense-seed0"):
