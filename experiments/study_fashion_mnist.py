@@ -4,6 +4,8 @@ three seeds each, hyper-parameters read on a validation split, every reported fi
     python launch.py --mode=sweep --config=experiments/study_fashion_mnist.py --workdir=runs/study
     python launch.py --mode=sweep --config=experiments/study_fashion_mnist.py \\
         --workdir=runs/study --config.sweep.seeds=0     # one part: the first seed
+    python launch.py --mode=collect --config=experiments/study_fashion_mnist.py \
+        --workdir=runs/study                            # after the parts: every seed's records
 
 Members train on the 50,000 training images left after carving out a 10,000-image validation
 split (``data.validation_size``); their training-time evaluation (``eval_split = validation``,
