@@ -27,6 +27,7 @@ codes would need 4 GB of memory and of disk per export.
 import ml_collections
 
 from experiments import study_fashion_mnist
+from experiments.study_fashion_mnist import DENSE
 
 # The class study's loss and training augmentation (experiments/fashion_mnist.py).
 CLASS = "loss.name=norm_softmax augment.flip=True augment.contrast=0.0 augment.noise=0.0"
@@ -51,16 +52,14 @@ def get_config(arg: str | None = None):
     c.benchmark.pq_m = (8, 16, 32, 64)
     c.sweep.families = ml_collections.ConfigDict(
         dict(
-            dense="model.activation=none regularizer.name=none regularizer.weight=0.0 "
-            "model.dim=128|32",
+            dense=f"{DENSE} model.dim=128|32",
             flops="regularizer.name=flops regularizer.weight=0.03|0.1|0.3",
             l1="regularizer.name=l1 regularizer.weight=0.003|0.03",
             relu="regularizer.name=none regularizer.weight=0.0",
             # Class-trained models beside them: the class study's member recipe (its loss and
             # augmentation), at FLOPs' validation choice there and the dense-128 peer.
             cls_flops=f"{CLASS} regularizer.name=flops regularizer.weight=0.03",
-            cls_dense=f"{CLASS} model.activation=none regularizer.name=none "
-            "regularizer.weight=0.0 model.dim=128",
+            cls_dense=f"{CLASS} {DENSE} model.dim=128",
         )
     )
     c.sweep.reference = "dense-dim128"
@@ -72,8 +71,7 @@ def get_config(arg: str | None = None):
         c.export.instance_queries = 32
         c.sweep.families = ml_collections.ConfigDict(
             dict(
-                dense="model.activation=none regularizer.name=none regularizer.weight=0.0 "
-                "model.dim=32",
+                dense=f"{DENSE} model.dim=32",
                 flops="regularizer.name=flops regularizer.weight=0.1",
             )
         )

@@ -30,6 +30,9 @@ import ml_collections
 from experiments import fashion_mnist
 from sparse_flops.config import smoke
 
+# A dense family's fixed words: no code activation, no penalty (its grid axis: model.dim).
+DENSE = "model.activation=none regularizer.name=none regularizer.weight=0.0"
+
 
 def get_config(arg: str | None = None):
     c = fashion_mnist.get_config()
@@ -65,8 +68,7 @@ def get_config(arg: str | None = None):
     # Each family: key=value words; a|b|c is a grid axis. From "almost dense" to "very sparse".
     c.sweep.families = ml_collections.ConfigDict(
         dict(
-            dense="model.activation=none regularizer.name=none regularizer.weight=0.0 "
-            "model.dim=1024|128|64|32",
+            dense=f"{DENSE} model.dim=1024|128|64|32",
             flops="regularizer.name=flops regularizer.weight=0.01|0.03|0.1|0.3|1.0",
             l1="regularizer.name=l1 regularizer.weight=0.001|0.003|0.01|0.03|0.1",
             relu="regularizer.name=none regularizer.weight=0.0",
@@ -90,8 +92,7 @@ def get_config(arg: str | None = None):
         c.model.dim = 64
         c.sweep.families = ml_collections.ConfigDict(
             dict(
-                dense="model.activation=none regularizer.name=none regularizer.weight=0.0 "
-                "model.dim=64|16",
+                dense=f"{DENSE} model.dim=64|16",
                 flops="regularizer.name=flops regularizer.weight=0.5|5.0",
                 l1="regularizer.name=l1 regularizer.weight=0.05",
             )

@@ -156,9 +156,14 @@ def members(sweep_config: ml_collections.ConfigDict, *, every: bool = False) -> 
     return out
 
 
+def reference_name(reference: str, seed: int) -> str:
+    """The name of ``seed``'s reference member (``config.sweep.reference`` plus the seed)."""
+    return f"{reference}-seed{seed}"
+
+
 def _is_reference(member: Member, reference: str) -> bool:
     """Whether ``member`` is its seed's reference: its name without the seed is ``reference``."""
-    return member.name == f"{reference}-seed{member.seed}"
+    return member.name == reference_name(reference, member.seed)
 
 
 def validate(sweep_config) -> None:

@@ -29,6 +29,7 @@ from absl import app, flags
 from sparse_flops import io_utils
 from sparse_flops.bench.regimes import REGIMES
 from sparse_flops.bench.report import accuracy_key, markdown_table
+from sparse_flops.sweep import reference_name
 
 # Curve name -> how its rows are picked: (member family, or None for any; row method prefix).
 CURVES = {
@@ -363,14 +364,14 @@ def write_tuning(sweep: dict, sweep_path: str, out_path: str, commands: Sequence
         markdown_table(val_rows, list(val_rows[0]) if val_rows else []),
         "",
     ]
-    for family in sorted({r["family"] for r in val_rows}):
+    families = sorted({r["family"] for r in val_rows})
+    for family in families:
         c = chosen_weight(val_rows, family)
         lines.append(
             f"- {family}: the sparsest setting within 0.01 precision@1 of the family's best is "
             f"{c['setting']} ({c['precision@1']:.3f} at {c['mean_nonzeros']:.1f} non-zeros, "
             f"sum p^2 {c['sum_p_squared']:.3g})."
         )
-    families = sorted({r["family"] for r in val_rows})
     for f in families:
         for g in families:
             if f != g:
@@ -431,21 +432,22 @@ def setup_lines(sweep: dict) -> list[str]:
     ]
     stages: dict[str, list[float]] = defaultdict(list)
     reference = []
-    ref_prefix = f"{sweep.get('reference') or '-'}-seed"
+    ref = sweep.get("reference")
     for member in members:
+        is_ref = bool(ref) and member["name"] == reference_name(ref, member["seed"])
         for stage, sec in member.get("seconds", {}).items():
-            if stage == "benchmark" and member["name"].startswith(ref_prefix):
+            if stage == "benchmark" and is_ref:
                 reference.append(sec)
             else:
                 stages[stage].append(sec)
     if stages:
         med = ", ".join(f"{k} {np.median(v):.0f} s" for k, v in stages.items())
-        ref = ""
+        ref_s = ""
         if reference:
-            ref = f"; the reference member's benchmark {np.median(reference):.0f} s"
+            ref_s = f"; the reference member's benchmark {np.median(reference):.0f} s"
         env = members[0].get("environment", {})
         lines.append(
-            f"- time per member (median over members, {env.get('cpus', '?')} CPUs): {med}{ref}."
+            f"- time per member (median over members, {env.get('cpus', '?')} CPUs): {med}{ref_s}."
         )
     return lines + [""]
 
