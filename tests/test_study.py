@@ -207,15 +207,23 @@ def test_class_trained_members_of_the_open_set_sweep_are_curves_of_their_own():
 
 
 def test_dominance_lines_compare_each_setting_with_the_best_as_cheap():
+    def row(family, setting, acc, cost, spread=0.005):
+        return {"family": family, "setting": setting, "precision@1": acc, "sum_p_squared": cost,
+                "acc_min": acc - spread, "acc_max": acc + spread}  # fmt: skip
+
     rows = [
-        {"family": "a", "setting": "w=1", "precision@1": 0.80, "sum_p_squared": 10.0},
-        {"family": "a", "setting": "w=2", "precision@1": 0.70, "sum_p_squared": 4.0},
-        {"family": "b", "setting": "v=1", "precision@1": 0.75, "sum_p_squared": 12.0},
-        {"family": "b", "setting": "v=2", "precision@1": 0.72, "sum_p_squared": 5.0},
-        {"family": "b", "setting": "v=3", "precision@1": 0.60, "sum_p_squared": 2.0},
+        row("a", "w=1", 0.80, 10.0),
+        row("a", "w=2", 0.70, 4.0),
+        row("a", "w=3", 0.66, 1.0, spread=0.03),
+        row("b", "v=1", 0.75, 12.0),
+        row("b", "v=2", 0.72, 5.0),
+        row("b", "v=3", 0.64, 2.0),
+        row("b", "v=4", 0.60, 0.5),
     ]
     lines = study.dominance_lines(rows, "a", "b")
-    assert lines[1].endswith("a has no setting as cheap")  # v=3 is cheaper than all of a
-    assert "a w=2 is 0.020 below it" in lines[2]  # v=2 (5.0): only w=2 (4.0) is as cheap
-    assert "a w=1 is 0.050 above it" in lines[3]  # v=1 (12.0): w=1 (0.80) is the best
+    assert lines[1].endswith("a has no setting as cheap")  # v=4 is cheaper than all of a
+    # v=3 (2.0): w=3 is 0.02 higher on the mean, but its seed range overlaps v=3's.
+    assert "a w=3 is level with it within the seeds' spread (+0.020 on the mean)" in lines[2]
+    assert "a w=2 is 0.020 below it" in lines[3]  # v=2 (5.0): w=2 (4.0) is the best as cheap
+    assert "a w=1 is 0.050 above it" in lines[4]  # v=1 (12.0): w=1 (0.80) is the best
     assert study.dominance_lines(rows, "a", "missing") == []
