@@ -227,3 +227,44 @@ def test_dominance_lines_compare_each_setting_with_the_best_as_cheap():
     assert "a w=2 is 0.020 below it" in lines[3]  # v=2 (5.0): w=2 (4.0) is the best as cheap
     assert "a w=1 is 0.050 above it" in lines[4]  # v=1 (12.0): w=1 (0.80) is the best
     assert study.dominance_lines(rows, "a", "missing") == []
+
+
+def _open_set_sweep():
+    members = []
+    for seed in (0, 1):
+        d = 0.01 * seed
+        members.append(
+            _member(f"dense-dim128-seed{seed}", "dense", seed, {"model.dim": 128}, False,
+                    [_row("dense exact (BLAS)", "d=128", 0.10 + d, 4.0, 1e8, "open_set"),
+                     _row("LSH (Hamming)", "b=512", 0.05 + d, 0.5, 1e6, "open_set")])
+        )  # fmt: skip
+        members.append(
+            _member(f"flops-weight0.1-seed{seed}", "flops", seed, {"regularizer.weight": 0.1},
+                    True, [_row("sparse index (ours)", "", 0.04 + d, 1.0, 1e6, "open_set")])
+        )  # fmt: skip
+    return {"members": members, "missing": []}
+
+
+def test_one_report_from_the_study_and_the_open_set_sweep(tmp_path):
+    a, b = tmp_path / "study.json", tmp_path / "open.json"
+    a.write_text(json.dumps(fake_sweep()))
+    b.write_text(json.dumps(_open_set_sweep()))
+    out = tmp_path / "results.md"
+    text = study.write_results([str(a), str(b)], str(out))
+    for title in ("## Class retrieval", "## Instance retrieval", "## Open-set retrieval"):
+        assert title in text
+    assert f"--sweep={a} --sweep={b}" in text
+    # Each sweep's validation section on its own, and no placeholder for the million-item part.
+    assert f"## Validation of {a}" in text and f"## Validation of {b}" in text
+    assert "precision@1 = recall@1" in text and "not part of this report yet" not in text
+    # The open-set curves come from the open-set sweep only: LSH 0.055 at 0.5 ms there.
+    assert "- open_set: FLOPs against LSH at equal ms/query" in text
+    # Two sweeps with rows of the same regime are refused, naming both.
+    with pytest.raises(ValueError, match="regime 'class' has rows in both"):
+        study.write_results([str(a), str(a)], str(out))
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        study.write_results([str(bad)], str(out))
+    with pytest.raises(ValueError, match="no sweep record"):
+        study.write_results([str(tmp_path / "none.json")], str(out))

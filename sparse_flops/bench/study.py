@@ -2,7 +2,7 @@
 (no number typed by hand).
 
     python -m sparse_flops.bench.study --sweep=results/study_fashion_mnist/sweep.json \\
-        --out=docs/results.md
+        --sweep=results/open_set_fashion_mnist/sweep.json --out=docs/results.md
     python -m sparse_flops.bench.study --sweep=results/tune_fashion_mnist/sweep.json \\
         --out=docs/tuning.md      # a tuning sweep (train only): its validation table
 
@@ -417,7 +417,7 @@ def dominance_lines(val_rows: list[dict], a: str, b: str, cost: str = "sum_p_squ
     return out
 
 
-def setup_lines(sweep: dict) -> list[str]:
+def setup_lines(sweep: dict, of: str = "") -> list[str]:
     """The recipe and sizes the members ran with, read from their own recorded configs, and
     the median seconds each stage took (the reference member's benchmark apart)."""
     members = sweep["members"]
@@ -428,7 +428,7 @@ def setup_lines(sweep: dict) -> list[str]:
     r = c["regularizer"]
     kw = m.get("backbone_kwargs", {})
     lines = [
-        "## Set-up (read from the members' recorded configs)",
+        f"## Set-up{of} (read from the members' recorded configs)",
         "",
         f"- data: {d['source']}, {d.get('validation_size', 0):,} training images carved out as "
         f"the validation split (seed {d.get('split_seed', 0)}); training-time evaluation on "
@@ -465,21 +465,70 @@ def setup_lines(sweep: dict) -> list[str]:
     return lines + [""]
 
 
-def write_results(sweep_path: str, out_path: str, commands: Sequence[str] = ()) -> str:
-    """Writes the study's Markdown report (and its plot beside it); returns the text. A sweep
-    whose members have no benchmark rows (a tuning sweep) gets :func:`write_tuning`'s report."""
-    with open(sweep_path) as f:
-        sweep = json.load(f)
-    if sweep["members"] and not any(m["rows"] for m in sweep["members"]):
-        return write_tuning(sweep, sweep_path, out_path, commands)
-    regimes = [
+def _load_sweep(path: str) -> dict:
+    try:
+        with open(path) as f:
+            sweep = json.load(f)
+    except FileNotFoundError:
+        raise ValueError(
+            f"no sweep record at {path}: run the sweep (or --mode=collect) first"
+        ) from None
+    except json.JSONDecodeError as e:
+        raise ValueError(
+            f"{path} is not valid JSON ({e}); rerun --mode=collect to rewrite it"
+        ) from e
+    if not isinstance(sweep, dict) or "members" not in sweep:
+        raise ValueError(f"{path} is not a sweep record (no 'members'); give a sweep.json")
+    sweep.setdefault("missing", [])
+    return sweep
+
+
+def _regimes(sweep: dict) -> list[str]:
+    return [
         r for r in REGIMES if any(row["regime"] == r for m in sweep["members"] for row in m["rows"])
     ]
-    curves_by_regime = {r: curve_points(sweep, r) for r in regimes}
-    val_rows = validation_table(sweep)
+
+
+def write_results(
+    sweep_paths: str | Sequence[str], out_path: str, commands: Sequence[str] = ()
+) -> str:
+    """Writes the study's Markdown report (and its plot beside it) from one or more sweeps
+    (e.g. the class/instance study and the open-set sweep, each regime from one of them);
+    returns the text. A single sweep whose members have no benchmark rows (a tuning sweep) gets
+    :func:`write_tuning`'s report."""
+    paths = [sweep_paths] if isinstance(sweep_paths, str) else list(sweep_paths)
+    if not paths:
+        raise ValueError("no sweep given: name at least one sweep.json")
+    sweeps = [_load_sweep(p) for p in paths]
+    if len(sweeps) == 1:
+        sweep = sweeps[0]
+        if sweep["members"] and not any(m["rows"] for m in sweep["members"]):
+            return write_tuning(sweep, paths[0], out_path, commands)
+    owner: dict[str, int] = {}
+    for i, sw in enumerate(sweeps):
+        for r in _regimes(sw):
+            if r in owner:
+                raise ValueError(
+                    f"regime {r!r} has rows in both {paths[owner[r]]} and {paths[i]}: give each "
+                    "regime's sweep once"
+                )
+            owner[r] = i
+    regimes = [r for r in REGIMES if r in owner]
+    curves_by_regime = {r: curve_points(sweeps[owner[r]], r) for r in regimes}
+    val_by_sweep = [validation_table(sw) for sw in sweeps]
     png = os.path.splitext(out_path)[0] + ".png"
-    plot(curves_by_regime, val_rows, png)
-    seeds_done = sorted({m["seed"] for m in sweep["members"]})
+    plot(curves_by_regime, val_by_sweep[0], png)
+    finished = "; ".join(
+        f"{p}: {len(sw['members'])} members finished "
+        f"(seeds {sorted({m['seed'] for m in sw['members']})}), not yet run: "
+        f"{len(sw['missing'])}"
+        + (
+            f" ({', '.join(sw['missing'][:8])}{', ...' if len(sw['missing']) > 8 else ''})"
+            if sw["missing"]
+            else ""
+        )
+        for p, sw in zip(paths, sweeps, strict=True)
+    )
     lines = [
         "# Results: the FLOPs trade-off against its peers at equal cost",
         "",
@@ -488,17 +537,12 @@ def write_results(sweep_path: str, out_path: str, commands: Sequence[str] = ()) 
         "",
         "```",
         *commands,
-        f"python -m sparse_flops.bench.study --sweep={sweep_path} --out={out_path}",
+        "python -m sparse_flops.bench.study "
+        + " ".join(f"--sweep={p}" for p in paths)
+        + f" --out={out_path}",
         "```",
         "",
-        f"Members finished: {len(sweep['members'])} (seeds {seeds_done}); not yet run: "
-        f"{len(sweep['missing'])}"
-        + (
-            f" ({', '.join(sweep['missing'][:8])}{', ...' if len(sweep['missing']) > 8 else ''})"
-            if sweep["missing"]
-            else ""
-        )
-        + ".",
+        f"Members: {finished}.",
         "Every point below is the mean over the seeds that finished it (`seeds`), with min-max.",
         "Hyper-parameters are read on the validation split; every accuracy and timing is on the "
         "test split (timings: 1 thread, median of repeats).",
@@ -515,7 +559,7 @@ def write_results(sweep_path: str, out_path: str, commands: Sequence[str] = ()) 
         n_items = sorted(
             {
                 row["n"]
-                for m in sweep["members"]
+                for m in sweeps[owner[regime]]["members"]
                 for row in m["rows"]
                 if row["regime"] == regime and "n" in row
             }
@@ -565,23 +609,33 @@ def write_results(sweep_path: str, out_path: str, commands: Sequence[str] = ()) 
             *speedup_at_equal_accuracy(curves),
             "",
         ]
-    lines += setup_lines(sweep)
-    lines += [
-        "## Validation: sparsity, `sum p^2` and `R_sub` (the paper's Figure 4 b/d)",
-        "",
-        markdown_table(val_rows, _shown(val_rows)),
-        "",
-    ]
-    lines += dominance_lines(val_rows, "flops", "l1") + dominance_lines(val_rows, "l1", "flops")
-    lines.append("")
-    for family in ("flops", "l1"):
-        c = chosen_weight(val_rows, family)
-        if c:
-            lines.append(
-                f"- Validation choice for {family}: {c['setting']} (the sparsest within 0.01 "
-                f"precision@1 of the family's best on validation: {c['precision@1']:.3f} at "
-                f"{c['mean_nonzeros']:.1f} non-zeros)."
-            )
+    for i, (path, sw, val_rows) in enumerate(zip(paths, sweeps, val_by_sweep, strict=True)):
+        of = f" of {path}" if len(paths) > 1 else ""
+        lines += setup_lines(sw, of)
+        figure = " (the paper's Figure 4 b/d)" if i == 0 else ""
+        lines += [
+            f"## Validation{of}: sparsity, `sum p^2` and `R_sub`{figure}",
+            "",
+        ]
+        if any(row["regime"] == "open_set" for m in sw["members"] for row in m["rows"]):
+            lines += [
+                "Instance-trained members are validated on instance retrieval, where each "
+                "query has one relevant item (precision@1 = recall@1); class-trained ones "
+                "(`cls_*`) on class retrieval.",
+                "",
+            ]
+        lines += [markdown_table(val_rows, _shown(val_rows)), ""]
+        lines += dominance_lines(val_rows, "flops", "l1") + dominance_lines(val_rows, "l1", "flops")
+        lines.append("")
+        for family in ("flops", "l1"):
+            c = chosen_weight(val_rows, family)
+            if c:
+                lines.append(
+                    f"- Validation choice for {family}: {c['setting']} (the sparsest within 0.01 "
+                    f"precision@1 of the family's best on validation: {c['precision@1']:.3f} at "
+                    f"{c['mean_nonzeros']:.1f} non-zeros)."
+                )
+        lines.append("")
     lines[body_start:body_start] = [
         "## In short (counted from the comparisons below)",
         "",
@@ -604,15 +658,20 @@ def write_results(sweep_path: str, out_path: str, commands: Sequence[str] = ()) 
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("sweep", None, "A sweep's sweep.json.")
+flags.DEFINE_multi_string(
+    "sweep", [], "A sweep's sweep.json; repeat for several (each regime from one of them)."
+)
 flags.DEFINE_string("out", "docs/results.md", "The Markdown report to write (plot beside it).")
 flags.DEFINE_multi_string("command", [], "Commands that produced the sweep, listed in the report.")
 
 
 def main(argv):
     del argv
-    if not FLAGS.sweep or not os.path.isfile(FLAGS.sweep):
-        raise app.UsageError(f"--sweep must name a sweep.json, got {FLAGS.sweep!r}")
+    if not FLAGS.sweep:
+        raise app.UsageError("--sweep must name a sweep.json (repeat it for several)")
+    for path in FLAGS.sweep:
+        if not os.path.isfile(path):
+            raise app.UsageError(f"--sweep must name a sweep.json, got {path!r} (no such file)")
     write_results(FLAGS.sweep, FLAGS.out, FLAGS.command)
 
 
