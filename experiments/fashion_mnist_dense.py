@@ -11,4 +11,6 @@ def get_config(arg: str | None = None):
     c.model.activation = "none"
     c.regularizer.name = "none"
     c.regularizer.weight = 0.0
+    # No penalty for the head's BatchNorm scale to undo: it keeps its learned scale.
+    c.model.batch_norm_scale = True
     return c
