@@ -192,6 +192,13 @@ def test_setup_section_reads_the_recorded_configs_and_times():
     assert "timed on 200 of them, median of 3 repeats" in text
     # the reference members' benchmarks (400 s) are reported apart from the others' (30 s)
     assert "benchmark 30 s; the reference member's benchmark 400 s" in text
+    assert "loss norm_softmax." in text
+    # Members trained with different losses: each loss with its families.
+    for m in sweep["members"]:
+        if m["family"] == "dense":
+            m["config"] = dict(config, loss={"name": "ntxent"})
+    text = "\n".join(study.setup_lines(sweep))
+    assert "loss norm_softmax (flops, l1), ntxent (dense)." in text
     assert study.setup_lines({"members": [{"name": "x"}]}) == []
 
 

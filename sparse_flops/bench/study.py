@@ -417,13 +417,26 @@ def dominance_lines(val_rows: list[dict], a: str, b: str, cost: str = "sum_p_squ
     return out
 
 
+def _losses(members: list[dict]) -> str:
+    """The training losses, with the families trained with each when there are several."""
+    by: dict[str, set] = defaultdict(set)
+    for m in members:
+        if "config" in m:
+            by[m["config"]["loss"]["name"]].add(m.get("family", "?"))
+    if len(by) <= 1:
+        return next(iter(by), "?")
+    return ", ".join(f"{loss} ({', '.join(sorted(f))})" for loss, f in sorted(by.items()))
+
+
 def setup_lines(sweep: dict, of: str = "") -> list[str]:
     """The recipe and sizes the members ran with, read from their own recorded configs, and
     the median seconds each stage took (the reference member's benchmark apart)."""
     members = sweep["members"]
     if not members or "config" not in members[0]:
         return []
-    c = members[0]["config"]
+    # A sparse member's config (its code dimension is the sparse codes'), else the first's.
+    c = next((m["config"] for m in members if m.get("sparse") and "config" in m), None)
+    c = c or members[0]["config"]
     t, d, m, b = c["train"], c["data"], c["model"], c["benchmark"]
     r = c["regularizer"]
     kw = m.get("backbone_kwargs", {})
@@ -435,7 +448,7 @@ def setup_lines(sweep: dict, of: str = "") -> list[str]:
         f"`{d.get('eval_split', 'test')}`.",
         f"- model: {m['backbone']} {kw}, code dimension {m['dim']} (dense members: their "
         f"`model.dim`), head BatchNorm {'with' if m.get('batch_norm_scale', True) else 'without'}"
-        f" learned scale; loss {c['loss']['name']}.",
+        f" learned scale; loss {_losses(members)}.",
         f"- training: {t['num_steps']} steps of {t['batch_size']}, regulariser warm-up "
         f"{r.get('warmup_steps', 0)} steps ({r.get('schedule', '')}), penalty on the "
         f"{r.get('on', 'codes')}.",
