@@ -104,6 +104,31 @@ def test_points_are_means_over_seeds_with_their_spread():
     assert [q["setting"] for q in curves["dense exact"]] == ["dim=64; d=64"]
 
 
+def test_costs_are_medians_over_seeds_so_one_slowed_run_does_not_move_them():
+    sweep = fake_sweep()
+    members = [
+        m
+        for m in sweep["members"]
+        if m["family"] == "flops" and m["grid"] == {"regularizer.weight": 1.0}
+    ]
+    base = members[0]
+    slow = json.loads(json.dumps(base))
+    slow["seed"] = 7
+    for row in slow["rows"]:
+        row["ms_per_query_1t"] *= 10  # a run under load
+    sweep["members"].append(slow)
+    p = {q["setting"]: q for q in study.curve_points(sweep, "class")["FLOPs"]}["weight=1.0"]
+    times = [
+        r["ms_per_query_1t"]
+        for m in members + [slow]
+        for r in m["rows"]
+        if r["method"].startswith("sparse index") and r["regime"] == "class"
+    ]  # 0.5 ms in both seeds, 5 ms in the slowed run
+    assert p["seeds"] == 3 and sorted(times) == pytest.approx([0.5, 0.5, 5.0])
+    assert p["ms"] == pytest.approx(0.5) and p["ms_max"] == pytest.approx(5.0)
+    assert p["acc"] == pytest.approx((0.88 + 0.89 + 0.88) / 3)  # accuracy stays a mean
+
+
 def test_pareto_and_budgets():
     pts = [
         {"acc": 0.5, "ms": 1.0},

@@ -56,8 +56,9 @@ def _point_key(member: dict, row: dict) -> str:
 
 
 def curve_points(sweep: dict, regime: str) -> dict[str, list[dict]]:
-    """``{curve: [point]}``: each point the mean, min and max over seeds of accuracy and costs
-    of one (grid value, setting), with the number of seeds."""
+    """``{curve: [point]}``: each point one (grid value, setting) with the number of seeds, its
+    accuracy's mean, min and max over seeds, and its costs' median, min and max over seeds (a
+    median: a run slowed throughout by a loaded shared machine must not move a timing)."""
     acc_key = accuracy_key(regime)
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for member in sweep["members"]:
@@ -82,7 +83,7 @@ def curve_points(sweep: dict, regime: str) -> dict[str, list[dict]]:
         for field in ("acc", "ms", "MACs"):
             x = np.array([v[field] for v in vals], float)
             point[field], point[field + "_min"], point[field + "_max"] = (
-                float(x.mean()),
+                float(x.mean() if field == "acc" else np.median(x)),
                 float(x.min()),
                 float(x.max()),
             )
@@ -556,9 +557,11 @@ def write_results(
         "```",
         "",
         f"Members: {finished}.",
-        "Every point below is the mean over the seeds that finished it (`seeds`), with min-max.",
+        "Every point below is the mean accuracy over the seeds that finished it (`seeds`), with "
+        "min-max, at the median cost over those seeds (a run slowed throughout by a loaded shared "
+        "machine moves a mean, not a median; each run's own timing is the median of its repeats).",
         "Hyper-parameters are read on the validation split; every accuracy and timing is on the "
-        "test split (timings: 1 thread, median of repeats).",
+        "test split (timings: 1 thread).",
         "",
         f"![trade-off curves]({os.path.basename(png)})",
         "",
