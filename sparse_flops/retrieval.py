@@ -236,9 +236,10 @@ class SparseIndex:
     Args:
       database: scipy sparse or dense ``(n, d)``.
       block_size: rows per block: the accumulators of one block (``batch_size`` of them) should
-        stay in the core's cache. Default: 4096 for the compact engine (at most 65,536, the
-        reach of its 16-bit row offsets; 4096 was the fastest of 2048, 4096 and 8192 at 1M
-        items, 8 to 64 non-zeros, uniform and Zipf), 65,536 for the reference engine.
+        stay in the core's cache. Default: 8192 for the compact engine (at most 65,536, the
+        reach of its 16-bit row offsets; at 1M items 8192 was 4-11% faster than 4096 on one
+        thread at uniform 8 and 32 and Zipf 32 and 64 non-zeros, 3% slower at uniform 64, and
+        level at 60k items), 65,536 for the reference engine.
       engine: ``compact`` (default; :mod:`sparse_flops.engine`: 4-byte postings, query batching,
         exact re-score from a float32 forward store) or ``reference`` (the term-at-a-time engine
         with float32 postings and int32 row ids, 8 bytes per posting, one query at a time; kept
@@ -249,7 +250,7 @@ class SparseIndex:
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
         if block_size is None:
-            block_size = 4096 if engine == "compact" else 65536
+            block_size = _engine.DEFAULT_BLOCK if engine == "compact" else 65536
         if block_size <= 0:
             raise ValueError(f"block_size must be positive, got {block_size}")
         if engine == "compact" and block_size > 65536:
