@@ -236,10 +236,10 @@ class SparseIndex:
     Args:
       database: scipy sparse or dense ``(n, d)``.
       block_size: rows per block: the accumulators of one block (``batch_size`` of them) should
-        stay in the core's cache. Default: 8192 for the compact engine (at most 65,536, the
-        reach of its 16-bit row offsets; at 1M items 8192 was 4-11% faster than 4096 on one
-        thread at uniform 8 and 32 and Zipf 32 and 64 non-zeros, 3% slower at uniform 64, and
-        level at 60k items), 65,536 for the reference engine.
+        stay in the core's cache. Default: 16,384 for the compact engine (at most 65,536, the
+        reach of its 16-bit row offsets; at 1M items, one thread, against 8,192: 13% faster at
+        uniform 32 non-zeros, 8% slower at uniform 64, within 2% at uniform 8 and Zipf 8, 32
+        and 64), 65,536 for the reference engine.
       engine: ``compact`` (default; :mod:`sparse_flops.engine`: 4-byte postings, query batching,
         exact re-score from a float32 forward store) or ``reference`` (the term-at-a-time engine
         with float32 postings and int32 row ids, 8 bytes per posting, one query at a time; kept

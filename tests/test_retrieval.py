@@ -235,6 +235,20 @@ def test_compact_layout_rows_at_block_edges(block_size):
     assert int(index.rows.max()) < min(block_size, n)
 
 
+@pytest.mark.parametrize("block_size", [31, 32, 33, 97])
+def test_segments_around_a_cache_line_of_postings(block_size):
+    """A term's postings in a block walked in whole cache lines (32 postings, the next segment
+    asked for meanwhile) plus a remainder: segments of 31, 32, 33 and ~90 postings, in every
+    block, the last one partial, give the reference engine's results bit for bit."""
+    n, d = 20 * block_size + 5, 3
+    rng = np.random.default_rng(block_size)
+    dense = (rng.random((n, d)) * (rng.random((n, d)) < 0.95)).astype(np.float32)
+    dense[:, 0] = rng.random(n) + 0.5  # every row: full-length segments in column 0
+    db = sp.csr_matrix(dense)
+    q = sp.csr_matrix(rng.random((12, d)).astype(np.float32) * (rng.random((12, d)) < 0.8))
+    _engines_agree(db, q, 40, block_size)
+
+
 def test_values_of_any_magnitude_in_one_column_stay_exact():
     """A column mixing values 1e-9 and 1e3 (the small ones quantise to code +-1, far from their
     value): the exact re-score still gives the float32 ranking, and near-ties separated by less
