@@ -28,6 +28,7 @@ import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
+from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
 
 CODE_MAX = 32767
@@ -85,7 +86,6 @@ def build_layout(col_ptr, col_rows, col_vals, n, block, inv_scale):
     return ptr, rows, codes
 
 
-_CHUNK = 64
 _ONE = np.uint64(1)
 _LINE = 32  # 16-bit entries per 64-byte cache line
 _LINE_U = np.uint64(_LINE)
@@ -126,6 +126,52 @@ except Exception:  # noqa: BLE001 - any compilation failure means "no prefetch h
         pass
 
 
+_MASK_WIDTH = 64
+
+
+@intrinsic
+def _mask_at_least_intrinsic(typingctx, arr, start, g):
+    """A 64-bit mask of which of the float32 ``arr[start : start + 64]`` are ``>= g``: one
+    vector compare (the caller keeps ``start + 64`` within the array)."""
+    sig = types.uint64(arr, start, g)
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, signature.args[0], ary, [args[1]])
+        vty = ir.VectorType(ir.FloatType(), _MASK_WIDTH)
+        vec = builder.load(builder.bitcast(ptr, vty.as_pointer()), align=4)
+        i32 = ir.IntType(32)
+        gv = builder.insert_element(ir.Constant(vty, ir.Undefined), args[2], i32(0))
+        gv = builder.shuffle_vector(gv, gv, ir.Constant(ir.VectorType(i32, _MASK_WIDTH), None))
+        hit = builder.fcmp_ordered(">=", vec, gv)
+        return builder.bitcast(hit, ir.IntType(_MASK_WIDTH))
+
+    return sig, codegen
+
+
+@numba.njit(cache=True, nogil=True)
+def _mask_probe(a, g):
+    return _mask_at_least_intrinsic(a, 0, g)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _mask_at_least_loop(arr, start, g):
+    m = np.uint64(0)
+    for i in range(_MASK_WIDTH):
+        if arr[start + i] >= g:
+            m |= np.uint64(1) << np.uint64(i)
+    return m
+
+
+try:  # a target whose LLVM cannot lower the vector compare: the same mask, one at a time
+    _probe = np.arange(_MASK_WIDTH, dtype=np.float32)
+    if _mask_probe(_probe, np.float32(62.0)) != np.uint64(3) << np.uint64(62):
+        raise RuntimeError("vector mask with the wrong bit order")
+    _mask_at_least = _mask_at_least_intrinsic
+except Exception:  # noqa: BLE001 - any failure means "use the scalar mask"
+    _mask_at_least = _mask_at_least_loop
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
 def _prefetch_segment(ptr, rows, codes, j, b):
     """Asks the caches for the postings of dimension ``j`` in block ``b`` ahead of their use:
@@ -149,17 +195,6 @@ def scatter(acc, rows, codes, p0, p1, w):
     while p < end:
         acc[rows[p]] += w * np.float32(codes[p])
         p += _ONE
-
-
-@numba.njit(cache=True, nogil=True)
-def _count_at_least(acc, lo, hi, g):
-    """How many of ``acc[lo:hi]`` are ``>= g`` (a branch-free loop over a view from 0, which
-    the compiler vectorises)."""
-    a = acc[lo:hi]
-    c = 0
-    for i in range(a.shape[0]):
-        c += a[i] >= g
-    return c
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -375,23 +410,33 @@ def search_range(queries, lo, hi, layout, forward, k, threshold, batch, cap, out
                         buf_s, buf_i = _grow(buf_s, buf_i, bsize[s] + blen)
                 g = gate[s]
                 if dense[s]:
-                    # Chunks with no row at the gate are skipped by a vectorised count; the
-                    # gate only rises while a chunk is walked, so the count stays safe.
+                    # As one query at a time: a vector compare per 64 rows, then their bits.
                     a = acc[s]
-                    if _count_at_least(a, 0, blen, g) > 0:
-                        for c0 in range(0, blen, _CHUNK):
-                            c1 = min(c0 + _CHUNK, blen)
-                            if _count_at_least(a, c0, c1, g) == 0:
-                                continue
-                            for i in range(c0, c1):
-                                v = acc[s, i]
-                                if v >= g:
-                                    _offer(
-                                        hs, hi_, hsize, buf_s, buf_i, bsize, err, floor, gate,
-                                        s, v, r0 + i, k,
-                                    )  # fmt: skip
-                                    g = gate[s]
-                    acc[s, :blen] = 0.0
+                    c0 = 0
+                    while c0 + _MASK_WIDTH <= blen:
+                        bits = _mask_at_least(a, c0, g)
+                        while bits != 0:
+                            i = c0 + trailing_zeros(bits)
+                            bits &= bits - _ONE
+                            v = a[i]
+                            if v >= g:
+                                _offer(
+                                    hs, hi_, hsize, buf_s, buf_i, bsize, err, floor, gate,
+                                    s, v, r0 + i, k,
+                                )  # fmt: skip
+                                g = gate[s]
+                        for i in range(c0, c0 + _MASK_WIDTH):
+                            a[i] = 0.0
+                        c0 += _MASK_WIDTH
+                    for i in range(c0, blen):
+                        v = a[i]
+                        if v >= g:
+                            _offer(
+                                hs, hi_, hsize, buf_s, buf_i, bsize, err, floor, gate,
+                                s, v, r0 + i, k,
+                            )  # fmt: skip
+                            g = gate[s]
+                    a[c0:blen] = 0.0
                     continue
                 for t in range(nt[s]):
                     i = touched[s, t]
@@ -532,18 +577,29 @@ def search_one(q_idx, q_val, layout, forward, k, threshold, scratch, out_s, out_
                     acc[r] += w * np.float32(codes[p])
                     p += _ONE
         if dense:
-            if _count_at_least(acc, 0, blen, g) > 0:
-                for c0 in range(0, blen, _CHUNK):
-                    c1 = min(c0 + _CHUNK, blen)
-                    if _count_at_least(acc, c0, c1, g) == 0:
-                        continue
-                    for i in range(c0, c1):
-                        v = acc[i]
-                        if v >= g and v > floor:
-                            size, bsize = _take(hs, hi, size, k, buf_s, buf_i, bsize, e2, v, r0 + i)
-                            if size == k:
-                                g = max(floor, np.float32(hs[0, 0] - e2))
-            acc[:blen] = 0.0
+            # 64 rows at a time, a vector compare gives which of them reach the gate; the
+            # gate only rises while their bits are walked, so the mask stays safe.
+            c0 = 0
+            while c0 + _MASK_WIDTH <= blen:
+                bits = _mask_at_least(acc, c0, g)
+                while bits != 0:
+                    i = c0 + trailing_zeros(bits)
+                    bits &= bits - _ONE
+                    v = acc[i]
+                    if v >= g and v > floor:
+                        size, bsize = _take(hs, hi, size, k, buf_s, buf_i, bsize, e2, v, r0 + i)
+                        if size == k:
+                            g = max(floor, np.float32(hs[0, 0] - e2))
+                for i in range(c0, c0 + _MASK_WIDTH):  # reset while the rows are in cache
+                    acc[i] = 0.0
+                c0 += _MASK_WIDTH
+            for i in range(c0, blen):
+                v = acc[i]
+                if v >= g and v > floor:
+                    size, bsize = _take(hs, hi, size, k, buf_s, buf_i, bsize, e2, v, r0 + i)
+                    if size == k:
+                        g = max(floor, np.float32(hs[0, 0] - e2))
+            acc[c0:blen] = 0.0
             continue
         for t in range(nt):
             i = touched[t]

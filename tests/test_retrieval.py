@@ -295,3 +295,23 @@ def test_compact_index_size_and_settings():
     for bad in (0, -1, 2.0, True):
         with pytest.raises(ValueError, match="batch_size must be a positive integer"):
             index.search(db[:2], 3, batch_size=bad)
+
+
+def test_row_masks_of_the_candidate_scan_match_numpy():
+    """The 64-row mask of rows at the gate (vector compare, and its scalar fallback) has bit i
+    set exactly where ``acc[start + i] >= g``: ties at the gate, -inf gates, any offset."""
+    import numba
+
+    from sparse_flops import engine
+
+    vector = numba.njit(lambda a, s, g: engine._mask_at_least(a, s, g))
+    scalar = numba.njit(lambda a, s, g: engine._mask_at_least_loop(a, s, g))
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(300).astype(np.float32)
+    a[::7] = 0.5  # ties with the gate below
+    for start in (0, 1, 63, 64, 236):
+        for g in (np.float32(0.5), np.float32(-np.inf), np.float32(2.0), np.float32(9.0)):
+            hits = a[start : start + 64] >= g
+            want = sum(1 << int(i) for i in np.flatnonzero(hits))
+            assert int(vector(a, start, g)) == want
+            assert int(scalar(a, start, g)) == want
