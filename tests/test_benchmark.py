@@ -194,3 +194,14 @@ def test_open_set_rows_and_the_regimes_setting(tmp_path):
     assert "## open-set retrieval (540 items" in open(tmp_path / "one" / "report.md").read()
     with pytest.raises(ValueError, match="unknown benchmark regimes"):
         tradeoff.benchmark_workdirs([a], str(tmp_path / "bad"), regimes=("faces",), **kw)
+
+
+def test_scale_config_refuses_a_block_the_engine_cannot_address():
+    from experiments import scale as scale_config
+
+    c = scale_config.get_config()
+    scale.validate(c)  # 0: the engine's default
+    for bad in (65537, -1):
+        c.scale.block_size = bad
+        with pytest.raises(ValueError, match="block_size"):
+            scale.validate(c)

@@ -67,10 +67,12 @@ def test_scale_and_throughput_modes_write_reports(tmp_path):
         "--config=experiments/scale.py:smoke",
         f"--workdir={tmp_path / 'scale'}",
         "--config.scale.profiles=zipf",
+        "--config.scale.block_size=1000",
     )
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.load(open(tmp_path / "scale" / "report.json"))
     assert [(row["profile"], row["n"]) for row in report["rows"]] == [("zipf", 3000)]
+    assert report["rows"][0]["block_size"] == 1000
     r = launch(
         "--mode=throughput",
         "--config=experiments/throughput.py:smoke",

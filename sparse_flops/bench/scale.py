@@ -74,14 +74,15 @@ def scale_benchmark(
     scipy_queries: int = 200,
     batch_size: int = 16,
     seed: int = 0,
+    block_size: int | None = None,
 ) -> dict:
     """Synthetic codes at scale: build time, ms/query (one thread, all threads) of the compact
     engine, of the same engine with queries in batches of ``batch_size``, of the reference
     engine (8-byte postings) and of scipy's ``Q @ D.T`` + ``argpartition`` (timed on
     ``scipy_queries`` queries), all checked against each other; measured and expected
     multiply-adds, index memory and peak RSS; and each row's bound from this core's stream
-    bandwidth and scatter rate, measured in the same run. Writes the report files to
-    ``out_dir``."""
+    bandwidth and scatter rate, measured in the same run. ``block_size``: rows per block of the
+    compact engine (None: its default). Writes the report files to ``out_dir``."""
     limits = timing.machine_limits()
     logging.info("machine limits: %s", json.dumps(limits))
     rows = []
@@ -99,6 +100,7 @@ def scale_benchmark(
             batch_size=batch_size,
             seed=seed,
             limits=limits,
+            block_size=block_size,
         )
         logging.info("scale %s", json.dumps(row))
         rows.append(row)
@@ -113,7 +115,19 @@ def scale_benchmark(
 
 
 def _scale_row(
-    profile, nnz, *, n, d, num_queries, k, repeats, scipy_queries, batch_size, seed, limits
+    profile,
+    nnz,
+    *,
+    n,
+    d,
+    num_queries,
+    k,
+    repeats,
+    scipy_queries,
+    batch_size,
+    seed,
+    limits,
+    block_size=None,
 ) -> dict:
     rng = np.random.default_rng([seed, nnz, len(profile)])
     p = activation_profile(d, nnz, profile)
@@ -121,7 +135,7 @@ def _scale_row(
     db = random_codes(n, p, rng)
     q = random_codes(num_queries, p, rng)
     gen_s = time.perf_counter() - t0
-    index = retrieval.SparseIndex(db)
+    index = retrieval.SparseIndex(db, block_size=block_size)
     reference = retrieval.SparseIndex(db, engine="reference")
     scores, ids, postings = index.search(q, k, return_costs=True)
     ref_scores, ref_ids = reference.search(q, k)
@@ -164,6 +178,7 @@ def _scale_row(
         "dim": d,
         "queries": num_queries,
         "k": k,
+        "block_size": index.block_size,
         "mean_nonzeros": cost["mean_nonzeros"],
         "r_sub": cost["r_sub"],
         "macs_per_query": macs,
@@ -220,6 +235,11 @@ def validate(config) -> None:
     for profile in profiles:
         if profile not in PROFILES:
             raise ValueError(f"config.scale.profiles holds {profile!r}; choose from {PROFILES}")
+    if not 0 <= sc.block_size <= 65536:
+        raise ValueError(
+            f"config.scale.block_size={sc.block_size}: give rows per block in [1, 65536] (the "
+            "compact engine's 16-bit row offsets), or 0 for the engine's default"
+        )
 
 
 def run(config, workdir: str) -> dict:
@@ -238,4 +258,5 @@ def run(config, workdir: str) -> dict:
         scipy_queries=sc.scipy_queries,
         batch_size=sc.batch_size,
         seed=sc.seed,
+        block_size=sc.block_size or None,
     )
