@@ -92,7 +92,6 @@ def build_layout(col_ptr, col_rows, col_vals, n, block, inv_scale):
 _ONE = np.uint64(1)
 _LINE = 32  # 16-bit entries per 64-byte cache line
 _LINE_U = np.uint64(_LINE)
-_SPREAD = np.uint64(_LINE)
 
 
 @intrinsic
@@ -176,18 +175,25 @@ except Exception:  # noqa: BLE001 - any failure means "use the scalar mask"
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _prefetch_span(rows, codes, a, e):
+    """Asks the caches for postings ``a`` to ``e``, a line of each array per 32 postings."""
+    a = np.uint64(a)
+    e = np.uint64(e)
+    while a < e:
+        _prefetch(rows, a)
+        _prefetch(codes, a)
+        a += _LINE_U
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _prefetch_segment(ptr, rows, codes, j, b):
     """Asks the caches for the postings of dimension ``j`` in block ``b`` ahead of their use:
     the hardware prefetchers do not follow dozens of short interleaved streams (at 64 non-zeros
     per item, a million items, this halves the time of a query). The batched search asks for a
     whole block ahead; one query at a time asks for the next segment a line per line of
-    postings walked, which keeps fewer requests in flight (20% faster at 32-64 non-zeros)."""
-    a = ptr[j, b]
-    e = ptr[j, b + 1]
-    while a < e:
-        _prefetch(rows, a)
-        _prefetch(codes, a)
-        a += _LINE
+    postings walked, which keeps fewer requests in flight (with blocks of 16,384 rows, 19-24%
+    faster at uniform 64 and Zipf 32 and 64 non-zeros in development measurements)."""
+    _prefetch_span(rows, codes, ptr[j, b], ptr[j, b + 1])
 
 
 @numba.njit(cache=True, nogil=True)
@@ -551,7 +557,7 @@ def search_one(q_idx, q_val, layout, forward, k, threshold, scratch, out_s, out_
                 a = np.uint64(ptr[nj, nbk])
                 a1 = np.uint64(ptr[nj, nbk + 1])
             if dense:
-                while p + _SPREAD <= p1:
+                while p + _LINE_U <= p1:
                     if a < a1:
                         _prefetch(rows, a)
                         _prefetch(codes, a)
@@ -559,18 +565,12 @@ def search_one(q_idx, q_val, layout, forward, k, threshold, scratch, out_s, out_
                     for _ in range(_LINE):
                         acc[rows[p]] += w * np.float32(codes[p])
                         p += _ONE
-                while a < a1:
-                    _prefetch(rows, a)
-                    _prefetch(codes, a)
-                    a += _LINE_U
+                _prefetch_span(rows, codes, a, a1)
                 while p < p1:
                     acc[rows[p]] += w * np.float32(codes[p])
                     p += _ONE
             else:
-                while a < a1:
-                    _prefetch(rows, a)
-                    _prefetch(codes, a)
-                    a += _LINE_U
+                _prefetch_span(rows, codes, a, a1)
                 while p < p1:
                     r = rows[p]
                     if mark[r] == 0:

@@ -237,9 +237,9 @@ class SparseIndex:
       database: scipy sparse or dense ``(n, d)``.
       block_size: rows per block: the accumulators of one block (``batch_size`` of them) should
         stay in the core's cache. Default: 16,384 for the compact engine (at most 65,536, the
-        reach of its 16-bit row offsets; at 1M items, one thread, against 8,192: 13% faster at
-        uniform 32 non-zeros, 8% slower at uniform 64, within 2% at uniform 8 and Zipf 8, 32
-        and 64), 65,536 for the reference engine.
+        reach of its 16-bit row offsets; at 1M items and uniform 32 non-zeros the scale
+        benchmark's ``block_size`` setting gave 0.602 ms/query against 0.694 at 8,192 and 1.12
+        at 4,096; 8,192 is 5-10% faster at uniform 64), 65,536 for the reference engine.
       engine: ``compact`` (default; :mod:`sparse_flops.engine`: 4-byte postings, query batching,
         exact re-score from a float32 forward store) or ``reference`` (the term-at-a-time engine
         with float32 postings and int32 row ids, 8 bytes per posting, one query at a time; kept
