@@ -504,10 +504,11 @@ def search_one(q_idx, q_val, layout, forward, k, threshold, scratch, out_s, out_
     err = np.float32((e_q + 4.0 * (m + 2) * _EPS32 * m_q) * (1.0 + 1e-3))
     e2 = 2.0 * err
     floor = np.float32(threshold - err) if threshold > -np.inf else np.float32(-np.inf)
-    hs = np.empty((1, k), np.float32)
-    hi = np.empty((1, k), np.int64)
-    size = 0
-    cap = 2 * k + 2 * block
+    # Rows at or above the gate, kept unordered; whenever more than ``soft`` of them gather,
+    # the k-th best raises the gate (see _select). The buffer has room for every row of a
+    # block, so the scan never grows it.
+    soft = 2 * k + 4 * _MASK_WIDTH
+    cap = soft + block
     buf_s = np.empty(cap, np.float32)
     buf_i = np.empty(cap, np.int64)
     bsize = 0
@@ -524,22 +525,12 @@ def search_one(q_idx, q_val, layout, forward, k, threshold, scratch, out_s, out_
         for t in range(m):
             postings += ptr[q_idx[t], b + 1] - ptr[q_idx[t], b]
         total += postings
-        if cap - bsize < blen:  # room for every row of the block
-            cut = hs[0, 0] - e2 if size == k else -np.inf
-            kept = 0
-            for t in range(bsize):
-                if buf_s[t] >= cut:
-                    buf_s[kept] = buf_s[t]
-                    buf_i[kept] = buf_i[t]
-                    kept += 1
-            bsize = kept
+        if cap - bsize < blen:
+            bsize, g = _select(buf_s, buf_i, bsize, k, e2, floor, g)
             if cap - bsize < blen:
-                cap = 2 * cap + blen
-                new_s = np.empty(cap, np.float32)
-                new_i = np.empty(cap, np.int64)
-                new_s[:bsize] = buf_s[:bsize]
-                new_i[:bsize] = buf_i[:bsize]
-                buf_s, buf_i = new_s, new_i
+                grown = _grow(buf_s.reshape(1, -1), buf_i.reshape(1, -1), bsize + blen)
+                buf_s, buf_i = grown[0][0], grown[1][0]
+                cap = buf_s.shape[0]
         dense = postings > SCAN_FRACTION * blen
         nt = 0
         for t in range(m):
@@ -580,37 +571,37 @@ def search_one(q_idx, q_val, layout, forward, k, threshold, scratch, out_s, out_
                     acc[r] += w * np.float32(codes[p])
                     p += _ONE
         if dense:
-            # 64 rows at a time, a vector compare gives which of them reach the gate; the
-            # gate only rises while their bits are walked, so the mask stays safe.
+            # 64 rows at a time, a vector compare gives which of them reach the gate, and their
+            # bits go to the buffer without a branch each; the rows are reset while in cache.
             c0 = 0
             while c0 + _MASK_WIDTH <= blen:
+                if bsize > soft:
+                    bsize, g, soft = _raise_gate(buf_s, buf_i, bsize, k, e2, floor, g, soft)
                 bits = _mask_at_least(acc, c0, g)
                 while bits != 0:
                     i = c0 + trailing_zeros(bits)
                     bits &= bits - _ONE
-                    v = acc[i]
-                    if v >= g and v > floor:
-                        size, bsize = _take(hs, hi, size, k, buf_s, buf_i, bsize, e2, v, r0 + i)
-                        if size == k:
-                            g = max(floor, np.float32(hs[0, 0] - e2))
-                for i in range(c0, c0 + _MASK_WIDTH):  # reset while the rows are in cache
+                    buf_s[bsize] = acc[i]
+                    buf_i[bsize] = r0 + i
+                    bsize += 1
+                for i in range(c0, c0 + _MASK_WIDTH):
                     acc[i] = 0.0
                 c0 += _MASK_WIDTH
             for i in range(c0, blen):
-                v = acc[i]
-                if v >= g and v > floor:
-                    size, bsize = _take(hs, hi, size, k, buf_s, buf_i, bsize, e2, v, r0 + i)
-                    if size == k:
-                        g = max(floor, np.float32(hs[0, 0] - e2))
+                if acc[i] >= g:
+                    buf_s[bsize] = acc[i]
+                    buf_i[bsize] = r0 + i
+                    bsize += 1
             acc[c0:blen] = 0.0
             continue
         for t in range(nt):
             i = touched[t]
-            v = acc[i]
-            if v >= g and v > floor:
-                size, bsize = _take(hs, hi, size, k, buf_s, buf_i, bsize, e2, v, r0 + i)
-                if size == k:
-                    g = max(floor, np.float32(hs[0, 0] - e2))
+            if acc[i] >= g:
+                if bsize > soft:
+                    bsize, g, soft = _raise_gate(buf_s, buf_i, bsize, k, e2, floor, g, soft)
+                buf_s[bsize] = acc[i]
+                buf_i[bsize] = r0 + i
+                bsize += 1
         if threshold < 0.0 and nz < k:
             for i in range(blen):
                 if mark[i] == 0:
@@ -622,31 +613,44 @@ def search_one(q_idx, q_val, layout, forward, k, threshold, scratch, out_s, out_
             i = touched[t]
             acc[i] = 0.0
             mark[i] = 0
-    hsize = np.full(1, size, np.int64)
+    bsize, g = _select(buf_s, buf_i, bsize, k, e2, floor, g)
+    # Every candidate is in the buffer: no heap, so _finish re-scores them all.
+    heap = (np.empty((1, 1), np.float32), np.empty((1, 1), np.int64), np.zeros(1, np.int64))
     bsz = np.full(1, bsize, np.int64)
     errs = np.full(1, err, np.float32)
     _finish(
-        q_idx, q_val, (hs, hi, hsize, buf_s.reshape(1, -1), buf_i.reshape(1, -1), bsz, errs),
+        q_idx, q_val, heap + (buf_s.reshape(1, -1), buf_i.reshape(1, -1), bsz, errs),
         0, zeros[:nz], forward, qd, k, threshold, out_s, out_i,
     )  # fmt: skip
     return total
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _take(hs, hi, size, k, buf_s, buf_i, bsize, e2, v, i):
-    """Row ``i`` (approximate score ``v``) into the heap of one query or, within ``e2`` of
-    its root, into the candidate buffer; returns the new sizes."""
-    if size < k:
-        return _push(hs, hi, 0, size, k, v, i), bsize
-    if worse(hs[0, 0], hi[0, 0], v, i):
-        old_s, old_i = hs[0, 0], hi[0, 0]
-        _push(hs, hi, 0, k, k, v, i)
-        v, i = old_s, old_i
-    if e2 > 0.0 and v >= hs[0, 0] - e2:
-        buf_s[bsize] = v
-        buf_i[bsize] = i
-        bsize += 1
-    return size, bsize
+@numba.njit(cache=True, nogil=True)
+def _select(buf_s, buf_i, n, k, e2, floor, g):
+    """The gate from the first ``n`` buffered rows of one query: with ``s`` their k-th best
+    approximate score, no row below ``s - e2`` can reach the top k (k rows already score
+    ``s`` or more), so the gate rises to it and the rows below it (or not above ``floor``)
+    leave the buffer. Returns the rows kept and the gate."""
+    if n >= k:
+        kth = np.partition(buf_s[:n], n - k)[n - k]
+        g = max(g, floor, np.float32(kth - e2))
+    m = 0
+    for t in range(n):
+        v = buf_s[t]
+        if v >= g and v > floor:
+            buf_s[m] = v
+            buf_i[m] = buf_i[t]
+            m += 1
+    return m, g
+
+
+@numba.njit(cache=True, nogil=True)
+def _raise_gate(buf_s, buf_i, n, k, e2, floor, g, soft):
+    """:func:`_select` once more than ``soft`` rows are buffered; where ties or too few rows
+    keep most of them above the gate, the next try waits for ``soft`` rows more. Returns the
+    rows kept, the gate and the new ``soft``."""
+    n, g = _select(buf_s, buf_i, n, k, e2, floor, g)
+    return n, g, max(soft, n + 2 * k + 4 * _MASK_WIDTH)
 
 
 @numba.njit(cache=True, nogil=True)

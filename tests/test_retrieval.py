@@ -278,6 +278,22 @@ def test_ties_and_thresholds_through_the_candidate_buffer():
         _engines_agree(db, q, k, 512, threshold=1.0)
 
 
+@pytest.mark.parametrize("n,tied", [(5000, 5000), (40000, 2000)])
+def test_more_tied_rows_than_the_candidate_buffer_holds(n, tied):
+    """Thousands of rows tied at the top score, k = 3: the gate cannot drop any of them, so
+    one query's candidate buffer (2k + 256 rows) must grow, in a block the query scans
+    (``tied == n``) and in one where it tracks the rows it touched."""
+    rows = np.random.default_rng(n).choice(n, tied, replace=False)
+    db = sp.csr_matrix(
+        (np.full(tied, 0.5, np.float32), (rows, np.zeros(tied, int))), shape=(n, 3)
+    )
+    q = sp.csr_matrix(np.array([[2.0, 0, 0], [1.0, 1.0, 0]], np.float32))
+    _engines_agree(db, q, 3, 65536)
+    s, i = retrieval.SparseIndex(db).search(q, 3)
+    np.testing.assert_array_equal(i, np.sort(rows)[None, :3].repeat(2, 0))
+    np.testing.assert_array_equal(s, np.array([[1.0] * 3, [0.5] * 3], np.float32))
+
+
 def test_compact_index_size_and_settings():
     rng = np.random.default_rng(5)
     db = sp.random(20000, 256, density=0.05, format="csr", dtype=np.float32, random_state=rng)
