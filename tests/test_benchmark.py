@@ -29,6 +29,26 @@ def test_random_codes_follow_the_profile():
     np.testing.assert_allclose(metrics.activation_probabilities(codes), p, atol=0.01)
 
 
+def test_search_and_limits_are_timed_in_turn_each_repeat():
+    calls = []
+
+    class Probes(timing.LimitProbes):
+        def stream(self):
+            calls.append("stream")
+
+        def scatter(self):
+            calls.append("scatter")
+
+    probes = Probes(stream_mib=1, updates=64)
+    ms, limits = timing.timed_beside_limits(lambda: calls.append("search"), 10, 3, probes)
+    assert calls == ["search", "stream", "scatter"] * 4  # a warm-up, then 3 repeats
+    assert ms > 0 and limits["stream_gbs"] > 0 and limits["scatter_gups"] > 0
+    with pytest.raises(ValueError, match="repeats must be positive"):
+        timing.timed_beside_limits(lambda: None, 10, 0, probes)
+    with pytest.raises(ValueError, match="stream_mib > 0 and updates >= 64"):
+        timing.LimitProbes(stream_mib=0)
+
+
 def test_median_seconds_rejects_no_repeats():
     with pytest.raises(ValueError, match="repeats"):
         timing.median_seconds(lambda: None, repeats=0)
@@ -124,11 +144,18 @@ def test_scale_benchmark_small(tmp_path):
         k=10,
         repeats=1,
         scipy_queries=20,
+        stream_mib=8,
+        scatter_updates=1 << 16,
     )
     rows = report["rows"]
     assert len(rows) == 4
     for r in rows:
         assert r["scipy_results_agree"]
+        # each row's bound from the rates timed beside its own search
+        stream_ms = 1e3 * r["macs_per_query"] * r["index_bytes_per_posting"] / r["stream_gbs"] / 1e9
+        scatter_ms = 1e3 * r["macs_per_query"] / r["scatter_gups"] / 1e9
+        assert r["bound_ms"] == pytest.approx(max(stream_ms, scatter_ms))
+        assert r["ms_over_bound"] == pytest.approx(r["ms_per_query_1t"] / r["bound_ms"])
         assert r["mean_nonzeros"] == pytest.approx(r["target_nonzeros"], rel=0.1)
         assert r["macs_per_query"] == pytest.approx(r["expected_macs_per_query"], rel=0.25)
         assert r["index_mib"] > 0 and r["peak_rss_mib"] > 0

@@ -284,9 +284,7 @@ def test_more_tied_rows_than_the_candidate_buffer_holds(n, tied):
     one query's candidate buffer (2k + 256 rows) must grow, in a block the query scans
     (``tied == n``) and in one where it tracks the rows it touched."""
     rows = np.random.default_rng(n).choice(n, tied, replace=False)
-    db = sp.csr_matrix(
-        (np.full(tied, 0.5, np.float32), (rows, np.zeros(tied, int))), shape=(n, 3)
-    )
+    db = sp.csr_matrix((np.full(tied, 0.5, np.float32), (rows, np.zeros(tied, int))), shape=(n, 3))
     q = sp.csr_matrix(np.array([[2.0, 0, 0], [1.0, 1.0, 0]], np.float32))
     _engines_agree(db, q, 3, 65536)
     s, i = retrieval.SparseIndex(db).search(q, 3)

@@ -68,6 +68,8 @@ SCALE_COLUMNS = (
     "expected_macs_per_query",
     "build_s",
     "ms_per_query_1t",
+    "scatter_gups",
+    "stream_gbs",
     "bound_ms",
     "ms_over_bound",
     "ms_per_query_reference_1t",
@@ -113,9 +115,11 @@ def write_report(report: dict, out_dir: str) -> None:
     if "machine_limits" in report:
         lim = report["machine_limits"]
         body += (
-            f"\n\nMeasured in this run, one core: stream {lim['stream_gbs']:.1f} GB/s, scatter "
-            f"{lim['scatter_gups']:.2f} G updates/s. `bound_ms` = max(postings x bytes per posting"
-            " / stream, postings / scatter rate); `ms_over_bound` = ms_per_query_1t / bound_ms."
+            "\n\n`bound_ms` = max(postings x bytes per posting / stream_gbs, postings / "
+            "scatter_gups), with this core's stream bandwidth and scatter rate timed in turn with "
+            "the row's one-thread search, repeat by repeat; `ms_over_bound` = ms_per_query_1t / "
+            f"bound_ms. At the start of the run, one core: stream {lim['stream_gbs']:.1f} GB/s, "
+            f"scatter {lim['scatter_gups']:.2f} G updates/s."
         )
     md = (
         body

@@ -75,16 +75,21 @@ def scale_benchmark(
     batch_size: int = 16,
     seed: int = 0,
     block_size: int | None = None,
+    stream_mib: int = 256,
+    scatter_updates: int = 1 << 24,
 ) -> dict:
     """Synthetic codes at scale: build time, ms/query (one thread, all threads) of the compact
     engine, of the same engine with queries in batches of ``batch_size``, of the reference
     engine (8-byte postings) and of scipy's ``Q @ D.T`` + ``argpartition`` (timed on
     ``scipy_queries`` queries), all checked against each other; measured and expected
     multiply-adds, index memory and peak RSS; and each row's bound from this core's stream
-    bandwidth and scatter rate, measured in the same run. ``block_size``: rows per block of the
-    compact engine (None: its default). Writes the report files to ``out_dir``."""
-    limits = timing.machine_limits()
-    logging.info("machine limits: %s", json.dumps(limits))
+    bandwidth (over ``stream_mib``) and scatter rate (``scatter_updates``), timed in turn with
+    that row's one-thread search (:func:`sparse_flops.bench.timing.timed_beside_limits`).
+    ``block_size``: rows per block of the compact engine (None: its default). Writes the report
+    files to ``out_dir``."""
+    probes = timing.LimitProbes(stream_mib, scatter_updates)
+    limits = timing.machine_limits(probes)
+    logging.info("machine limits at the start: %s", json.dumps(limits))
     rows = []
     jobs = [(profile, nnz) for profile in profiles for nnz in mean_nnz]
     for profile, nnz in logs.progress(jobs, desc="scale benchmark", unit="row"):
@@ -99,7 +104,7 @@ def scale_benchmark(
             scipy_queries=scipy_queries,
             batch_size=batch_size,
             seed=seed,
-            limits=limits,
+            probes=probes,
             block_size=block_size,
         )
         logging.info("scale %s", json.dumps(row))
@@ -126,7 +131,7 @@ def _scale_row(
     scipy_queries,
     batch_size,
     seed,
-    limits,
+    probes,
     block_size=None,
 ) -> dict:
     rng = np.random.default_rng([seed, nnz, len(profile)])
@@ -153,7 +158,9 @@ def _scale_row(
             lambda th: idx.search(q, k, num_threads=th, **kw), num_queries, repeats, t
         )
 
-    ms_1t = ms(index, 1)
+    ms_1t, limits = timing.timed_beside_limits(
+        lambda: index.search(q, k, num_threads=1), num_queries, repeats, probes
+    )
     ms_all = ms(index, threads)
     ms_batched = ms(index, 1, batch_size=batch_size)
     ms_ref = ms(reference, 1)
@@ -167,7 +174,7 @@ def _scale_row(
     cost = metrics.cost_summary(db, q)
     bytes_per_posting = index.nbytes / max(1, index.num_postings)
     # A query streams its postings once and scatters each into the accumulator; the two
-    # overlap, so the slower one bounds it.
+    # overlap, so the slower one bounds it (rates timed in turn with ms_1t).
     stream_ms = 1e3 * macs * bytes_per_posting / (limits["stream_gbs"] * 1e9)
     scatter_ms = 1e3 * macs / (limits["scatter_gups"] * 1e9)
     bound_ms = max(stream_ms, scatter_ms)
@@ -195,6 +202,8 @@ def _scale_row(
         "ms_per_query_reference_1t": ms_ref,
         "speedup_vs_reference_1t": ms_ref / ms_1t,
         "engines_agree": engines_agree,
+        "stream_gbs": limits["stream_gbs"],
+        "scatter_gups": limits["scatter_gups"],
         "bound_ms_stream": stream_ms,
         "bound_ms_scatter": scatter_ms,
         "bound_ms": bound_ms,

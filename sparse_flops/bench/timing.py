@@ -68,30 +68,71 @@ def _stream(a):
     return total
 
 
-def machine_limits(stream_mib: int = 1024, updates: int = 1 << 24, repeats: int = 5) -> dict:
-    """This core's limits for the sparse engine, measured now (one thread, medians):
+class LimitProbes:
+    """This core's limits for the sparse engine, ready to be timed again and again (one thread):
 
-    - ``stream_gbs``: the rate of reading a ``stream_mib`` array once (beyond the caches);
-    - ``scatter_gups``: the rate of the engine's inner loop (``acc[row] += w * code`` with 16-bit
-      rows and codes, the engine's own :func:`sparse_flops.engine.scatter`) into an accumulator
-      of 4096 float32 rows (16 KiB: in the L1 cache, the fastest size, so the tightest bound),
-      its data in cache.
+    - ``stream``: reading a ``stream_mib`` array once (far beyond the caches);
+    - ``scatter``: the engine's inner loop (``acc[row] += w * code`` with 16-bit rows and codes,
+      :func:`sparse_flops.engine.scatter`), ``updates`` of them into an accumulator of 4096
+      float32 rows (16 KiB: in the L1 cache, the fastest size, so the tightest bound), its data
+      in cache.
     """
-    a = np.ones(stream_mib << 17, np.uint64)
-    stream_s = median_seconds(lambda: _stream(a), repeats)
-    a = None  # free the buffer before the next measurement
-    rng = np.random.default_rng(0)
-    block = 4096
-    rows = rng.integers(0, block, updates // 64).astype(np.uint16)  # 0.5 MiB: in cache
-    codes = rng.integers(1, 32767, updates // 64).astype(np.int16)
-    acc = np.zeros(block, np.float32)
 
-    def scatter():
+    def __init__(self, stream_mib: int = 256, updates: int = 1 << 24):
+        if stream_mib <= 0 or updates < 64:
+            raise ValueError(
+                f"LimitProbes needs stream_mib > 0 and updates >= 64, got {stream_mib}, {updates}"
+            )
+        self._array = np.ones(stream_mib << 17, np.uint64)
+        self._bytes = stream_mib << 20
+        rng = np.random.default_rng(0)
+        self._rows = rng.integers(0, 4096, updates // 64).astype(np.uint16)  # in cache
+        self._codes = rng.integers(1, 32767, updates // 64).astype(np.int16)
+        self._acc = np.zeros(4096, np.float32)
+        self._updates = 64 * (updates // 64)
+
+    def stream(self) -> None:
+        _stream(self._array)
+
+    def scatter(self) -> None:
         for _ in range(64):
-            engine.scatter(acc, rows, codes, 0, len(rows), np.float32(1e-3))
+            engine.scatter(self._acc, self._rows, self._codes, 0, len(self._rows), np.float32(1e-3))
 
-    scatter_s = median_seconds(scatter, repeats)
-    return {
-        "stream_gbs": (stream_mib << 20) / stream_s / 1e9,
-        "scatter_gups": updates / scatter_s / 1e9,
-    }
+    def rates(self, stream_s: float, scatter_s: float) -> dict:
+        """``{"stream_gbs", "scatter_gups"}`` from times of :meth:`stream`, :meth:`scatter`."""
+        return {
+            "stream_gbs": self._bytes / stream_s / 1e9,
+            "scatter_gups": self._updates / scatter_s / 1e9,
+        }
+
+
+def machine_limits(probes: LimitProbes | None = None, repeats: int = 5) -> dict:
+    """This core's stream bandwidth and scatter rate (``probes``, default :class:`LimitProbes`),
+    medians now."""
+    probes = probes or LimitProbes()
+    return probes.rates(
+        median_seconds(probes.stream, repeats), median_seconds(probes.scatter, repeats)
+    )
+
+
+def timed_beside_limits(
+    search: Callable[[], object], nq: int, repeats: int, probes: LimitProbes
+) -> tuple[float, dict]:
+    """ms per query of ``search()`` on one thread (BLAS too) and the limits of ``probes``, the
+    three timed in turn in every repeat (medians), so that a time and its bound see the same
+    state of a shared machine: on one, a single measurement of the scatter rate moved by a
+    third between runs minutes apart."""
+    if repeats <= 0:
+        raise ValueError(f"repeats must be positive, got {repeats}")
+    fns = (search, probes.stream, probes.scatter)
+    times: tuple[list, ...] = ([], [], [])
+    with threadpool_limits(limits=1):
+        for fn in fns:  # warm-up
+            fn()
+        for _ in range(repeats):
+            for fn, out in zip(fns, times, strict=True):
+                t0 = time.perf_counter()
+                fn()
+                out.append(time.perf_counter() - t0)
+    search_s, stream_s, scatter_s = (statistics.median(t) for t in times)
+    return 1e3 * search_s / max(nq, 1), probes.rates(stream_s, scatter_s)
