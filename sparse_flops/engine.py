@@ -12,7 +12,9 @@ from memory once and added to the cache-resident accumulator of every query of t
 uses the dimension. The accumulator of a block then gives each row's approximate score.
 One query at a time (the default) walks its terms' segments of a block in turn, asking the
 caches for the next segment a line per line of postings walked, and finds the rows at the top-k
-gate 64 at a time with one vector compare into a bit mask, resetting them while in cache.
+gate 64 at a time with one vector compare into a bit mask, resetting them while in cache; those
+rows gather, unordered, in a candidate buffer, and whenever 2k + 256 have gathered the k-th best
+of them (a partition) raises the gate.
 
 **Exactness.** The approximate score of a row is within ``E = sum_t |w_t| (scale_t + r_t)`` of
 its float32 score (``r_t`` bounds float32 rounding). With ``s_k`` the k-th best approximate
