@@ -281,13 +281,13 @@ def test_ties_and_thresholds_through_the_candidate_buffer():
 @pytest.mark.parametrize("n,tied", [(5000, 5000), (40000, 2000)])
 def test_more_tied_rows_than_the_candidate_buffer_holds(n, tied):
     """Thousands of rows tied at the top score, k = 3: the gate cannot drop any of them, so
-    one query's candidate buffer (2k + 256 rows) must grow, in a block the query scans
-    (``tied == n``) and in one where it tracks the rows it touched."""
+    one query's candidate buffer (2k + 256 rows and one block of 1,024) must grow, in blocks the
+    query scans (``tied == n``) and in blocks where it tracks the rows it touched."""
     rows = np.random.default_rng(n).choice(n, tied, replace=False)
     db = sp.csr_matrix((np.full(tied, 0.5, np.float32), (rows, np.zeros(tied, int))), shape=(n, 3))
     q = sp.csr_matrix(np.array([[2.0, 0, 0], [1.0, 1.0, 0]], np.float32))
-    _engines_agree(db, q, 3, 65536)
-    s, i = retrieval.SparseIndex(db).search(q, 3)
+    _engines_agree(db, q, 3, 1024)
+    s, i = retrieval.SparseIndex(db, block_size=1024).search(q, 3)
     np.testing.assert_array_equal(i, np.sort(rows)[None, :3].repeat(2, 0))
     np.testing.assert_array_equal(s, np.array([[1.0] * 3, [0.5] * 3], np.float32))
 
