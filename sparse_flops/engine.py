@@ -255,15 +255,15 @@ def _push(hs, hi, s, size, k, v, i):
 @numba.njit(cache=True, nogil=True, inline="always")
 def _offer(hs, hi, hsize, buf_s, buf_i, bsize, err, floor, gate, s, v, i, k):
     """Offers row ``i`` with approximate score ``v`` to slot ``s``'s candidates (the caller
-    keeps room for one more in the buffer)."""
+    keeps room for one more in the buffer); returns the slot's gate, raised if it rose."""
     if not v > floor[s]:
-        return
+        return gate[s]
     e2 = 2.0 * err[s]
     if hsize[s] < k:
         hsize[s] = _push(hs, hi, s, hsize[s], k, v, i)
         if hsize[s] == k:
             gate[s] = max(floor[s], hs[s, 0] - e2)
-        return
+        return gate[s]
     if worse(hs[s, 0], hi[s, 0], v, i):
         old_s, old_i = hs[s, 0], hi[s, 0]
         _push(hs, hi, s, k, k, v, i)
@@ -274,6 +274,7 @@ def _offer(hs, hi, hsize, buf_s, buf_i, bsize, err, floor, gate, s, v, i, k):
         buf_s[s, b] = v
         buf_i[s, b] = i
         bsize[s] = b + 1
+    return gate[s]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -431,32 +432,29 @@ def search_range(queries, lo, hi, layout, forward, k, threshold, batch, cap, out
                             bits &= bits - _ONE
                             v = a[i]
                             if v >= g:
-                                _offer(
+                                g = _offer(
                                     hs, hi_, hsize, buf_s, buf_i, bsize, err, floor, gate,
                                     s, v, r0 + i, k,
                                 )  # fmt: skip
-                                g = gate[s]
                         for i in range(c0, c0 + _MASK_WIDTH):
                             a[i] = 0.0
                         c0 += _MASK_WIDTH
                     for i in range(c0, blen):
                         v = a[i]
                         if v >= g:
-                            _offer(
+                            g = _offer(
                                 hs, hi_, hsize, buf_s, buf_i, bsize, err, floor, gate,
                                 s, v, r0 + i, k,
                             )  # fmt: skip
-                            g = gate[s]
                     a[c0:blen] = 0.0
                     continue
                 for t in range(nt[s]):
                     i = touched[s, t]
                     v = acc[s, i]
                     if v >= g:
-                        _offer(
+                        g = _offer(
                             hs, hi_, hsize, buf_s, buf_i, bsize, err, floor, gate, s, v, r0 + i, k
                         )
-                        g = gate[s]
                 # Untouched rows score exactly 0: the first k of them, if a zero can pass.
                 if threshold < 0.0 and zsize[s] < k:
                     for i in range(blen):
