@@ -11,10 +11,10 @@ batch's queries use are walked once each; the postings of a (block, dimension) s
 from memory once and added to the cache-resident accumulator of every query of the batch that
 uses the dimension. The accumulator of a block then gives each row's approximate score.
 One query at a time (the default) walks its terms' segments of a block in turn, asking the
-caches for the next segment a line per line of postings walked, and finds the rows at the top-k
-gate 64 at a time with one vector compare into a bit mask, resetting them while in cache; those
-rows gather, unordered, in a candidate buffer, and whenever 2k + 256 have gathered the k-th best
-of them (a partition) raises the gate.
+caches for the next segment a line per line of postings walked. Either way, the rows at a
+query's top-k gate are found 64 at a time with one vector compare into a bit mask, and reset
+while in cache; they gather, unordered, in the query's candidate buffer, and whenever 2k + 256
+have gathered the k-th best of them (a partition) raises the gate.
 
 **Exactness.** The approximate score of a row is within ``E = sum_t |w_t| (scale_t + r_t)`` of
 its float32 score (``r_t`` bounds float32 rounding). With ``s_k`` the k-th best approximate
@@ -215,84 +215,6 @@ def worse(s1, i1, s2, i2):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _push(hs, hi, s, size, k, v, i):
-    """Offers (v, i) to slot ``s``'s min-heap ``hs[s], hi[s]`` (root = worst) of capacity k
-    holding ``size`` items; returns the new size."""
-    if size < k:
-        pos = size
-        size += 1
-        while pos > 0:
-            parent = (pos - 1) // 2
-            if worse(v, i, hs[s, parent], hi[s, parent]):
-                hs[s, pos] = hs[s, parent]
-                hi[s, pos] = hi[s, parent]
-                pos = parent
-            else:
-                break
-        hs[s, pos] = v
-        hi[s, pos] = i
-        return size
-    pos = 0
-    while True:
-        left = 2 * pos + 1
-        if left >= size:
-            break
-        child = left
-        right = left + 1
-        if right < size and worse(hs[s, right], hi[s, right], hs[s, left], hi[s, left]):
-            child = right
-        if worse(hs[s, child], hi[s, child], v, i):
-            hs[s, pos] = hs[s, child]
-            hi[s, pos] = hi[s, child]
-            pos = child
-        else:
-            break
-    hs[s, pos] = v
-    hi[s, pos] = i
-    return size
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _offer(hs, hi, hsize, buf_s, buf_i, bsize, err, floor, gate, s, v, i, k):
-    """Offers row ``i`` with approximate score ``v`` to slot ``s``'s candidates (the caller
-    keeps room for one more in the buffer); returns the slot's gate, raised if it rose."""
-    if not v > floor[s]:
-        return gate[s]
-    e2 = 2.0 * err[s]
-    if hsize[s] < k:
-        hsize[s] = _push(hs, hi, s, hsize[s], k, v, i)
-        if hsize[s] == k:
-            gate[s] = max(floor[s], hs[s, 0] - e2)
-        return gate[s]
-    if worse(hs[s, 0], hi[s, 0], v, i):
-        old_s, old_i = hs[s, 0], hi[s, 0]
-        _push(hs, hi, s, k, k, v, i)
-        gate[s] = max(floor[s], hs[s, 0] - e2)
-        v, i = old_s, old_i
-    if e2 > 0.0 and v >= hs[s, 0] - e2:
-        b = bsize[s]
-        buf_s[s, b] = v
-        buf_i[s, b] = i
-        bsize[s] = b + 1
-    return gate[s]
-
-
-@numba.njit(cache=True, nogil=True)
-def _compact(hs, hsize, buf_s, buf_i, bsize, err, s, k):
-    """Drops slot ``s``'s buffered candidates below its current bound."""
-    if hsize[s] < k:
-        return
-    cut = hs[s, 0] - 2.0 * err[s]
-    m = 0
-    for t in range(bsize[s]):
-        if buf_s[s, t] >= cut:
-            buf_s[s, m] = buf_s[s, t]
-            buf_i[s, m] = buf_i[s, t]
-            m += 1
-    bsize[s] = m
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
 def _prefetch_row(f_ptr, f_idx, f_val, row):
     """Asks the caches for every line of database row ``row`` of the forward store."""
     a = f_ptr[row]
@@ -324,13 +246,140 @@ def _exact(row, f_ptr, f_idx, f_val, qd):
 
 
 @numba.njit(cache=True, nogil=True)
-def search_range(queries, lo, hi, layout, forward, k, threshold, batch, cap, out):
+def _select(buf_s, buf_i, n, k, e2, floor, g):
+    """The gate from the first ``n`` buffered rows of one query: with ``s`` their k-th best
+    approximate score, no row below ``s - e2`` can reach the top k (k rows already score
+    ``s`` or more), so the gate rises to it and the rows below it (or not above ``floor``)
+    leave the buffer, the others keeping their order. Returns the rows kept and the gate."""
+    if n >= k:
+        kth = np.partition(buf_s[:n], n - k)[n - k]
+        g = max(g, floor, np.float32(kth - e2))
+    m = 0
+    for t in range(n):
+        v = buf_s[t]
+        if v >= g and v > floor:
+            buf_s[m] = v
+            buf_i[m] = buf_i[t]
+            m += 1
+    return m, g
+
+
+@numba.njit(cache=True, nogil=True)
+def _raise_gate(buf_s, buf_i, n, k, e2, floor, g, soft):
+    """:func:`_select` once more than ``soft`` rows are buffered; where ties or too few rows
+    keep most of them above the gate, the next try waits for ``soft`` rows more. Returns the
+    rows kept, the gate and the new ``soft``."""
+    n, g = _select(buf_s, buf_i, n, k, e2, floor, g)
+    return n, g, max(soft, n + 2 * k + 4 * _MASK_WIDTH)
+
+
+@numba.njit(cache=True, nogil=True)
+def _grow(buf_s, buf_i, need):
+    """The candidate buffers with room for at least ``need`` per slot (contents kept)."""
+    bq, cap = buf_s.shape
+    new_cap = max(2 * cap, need)
+    new_s = np.empty((bq, new_cap), np.float32)
+    new_i = np.empty((bq, new_cap), np.int64)
+    new_s[:, :cap] = buf_s
+    new_i[:, :cap] = buf_i
+    return new_s, new_i
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather_scan(acc, blen, r0, buf_s, buf_i, n, g, soft, k, e2, floor):
+    """Adds the rows of a scanned block (``acc[:blen]``, ids from ``r0``) at or above the gate
+    to one query's candidate buffer, which has room for ``blen`` more, and resets them while in
+    cache: 64 rows at a time, a vector compare gives which of them reach the gate and their
+    bits go to the buffer without a branch each. Returns the rows buffered, the gate and
+    ``soft`` (see :func:`_raise_gate`)."""
+    c0 = 0
+    while c0 + _MASK_WIDTH <= blen:
+        if n > soft:
+            n, g, soft = _raise_gate(buf_s, buf_i, n, k, e2, floor, g, soft)
+        bits = _mask_at_least(acc, c0, g)
+        while bits != 0:
+            i = c0 + trailing_zeros(bits)
+            bits &= bits - _ONE
+            buf_s[n] = acc[i]
+            buf_i[n] = r0 + i
+            n += 1
+        for i in range(c0, c0 + _MASK_WIDTH):
+            acc[i] = 0.0
+        c0 += _MASK_WIDTH
+    for i in range(c0, blen):
+        if acc[i] >= g:
+            buf_s[n] = acc[i]
+            buf_i[n] = r0 + i
+            n += 1
+    acc[c0:blen] = 0.0
+    return n, g, soft
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather_tracked(acc, mark, touched, nt, blen, r0, buf_s, buf_i, n, g, soft, k, e2, floor):
+    """:func:`_gather_scan` for a block whose ``nt`` touched rows were tracked (``touched``,
+    ``mark``), resetting those rows and marks."""
+    for t in range(nt):
+        i = touched[t]
+        if acc[i] >= g:
+            if n > soft:
+                n, g, soft = _raise_gate(buf_s, buf_i, n, k, e2, floor, g, soft)
+            buf_s[n] = acc[i]
+            buf_i[n] = r0 + i
+            n += 1
+    for t in range(nt):
+        i = touched[t]
+        acc[i] = 0.0
+        mark[i] = 0
+    return n, g, soft
+
+
+@numba.njit(cache=True, nogil=True)
+def _untouched(mark, blen, r0, zeros, nz, k):
+    """Adds the block's rows no posting touched (``mark`` 0; they score exactly 0) to
+    ``zeros`` until it holds ``k``; returns how many it holds."""
+    for i in range(blen):
+        if nz == k:
+            break
+        if mark[i] == 0:
+            zeros[nz] = r0 + i
+            nz += 1
+    return nz
+
+
+@numba.njit(cache=True, nogil=True)
+def _query_bounds(q_idx, q_val, scale, threshold):
+    """One query's term weights on the codes (``q_val * scale``), the bound ``E`` on the gap
+    between its approximate and float32 scores (quantisation, at most ``scale`` per posting,
+    plus float32 rounding of both sums), and the floor: no row at or below it can score above
+    ``threshold``."""
+    m = q_idx.shape[0]
+    tw = np.empty(m, np.float32)
+    e_q = 0.0
+    m_q = 0.0
+    for t in range(m):
+        tw[t] = q_val[t] * scale[q_idx[t]]
+        e_q += abs(q_val[t]) * scale[q_idx[t]]
+        m_q += abs(q_val[t]) * scale[q_idx[t]] * CODE_MAX
+    err = np.float32((e_q + 4.0 * (m + 2) * _EPS32 * m_q) * (1.0 + 1e-3))
+    floor = np.float32(threshold - err) if threshold > -np.inf else np.float32(-np.inf)
+    return tw, err, floor
+
+
+@numba.njit(cache=True, nogil=True)
+def _buffer_size(k, block):
+    """A candidate buffer's starting room: ``soft`` rows (see :func:`_raise_gate`) plus a
+    whole block's."""
+    return 2 * k + 4 * _MASK_WIDTH + block
+
+
+@numba.njit(cache=True, nogil=True)
+def search_range(queries, lo, hi, layout, forward, k, threshold, batch, out):
     """Top-k of queries ``lo`` to ``hi`` of ``queries`` = ``(indptr, indices, values)`` (CSR,
     sorted dims), ``batch`` at a time; ``out`` = ``(scores (q, k), ids (q, k), postings (q,))``
     (scores and ids pre-filled with ``-inf`` and ``-1``)."""
     q_ptr, q_idx, q_val = queries
     ptr, rows, codes, scale, n, d, block = layout
-    f_ptr, f_idx, f_val = forward
     out_s, out_i, out_post = out
     nb = (n + block - 1) // block
     acc = np.zeros((batch, block), np.float32)
@@ -340,12 +389,10 @@ def search_range(queries, lo, hi, layout, forward, k, threshold, batch, cap, out
     dense = np.zeros(batch, np.bool_)
     slot_post = np.zeros(batch, np.int64)
     qd = np.zeros(d, np.float32)
-    hs = np.empty((batch, k), np.float32)
-    hi_ = np.empty((batch, k), np.int64)
-    hsize = np.zeros(batch, np.int64)
-    buf_s = np.empty((batch, cap), np.float32)
-    buf_i = np.empty((batch, cap), np.int64)
+    buf_s = np.empty((batch, _buffer_size(k, block)), np.float32)
+    buf_i = np.empty((batch, _buffer_size(k, block)), np.int64)
     bsize = np.zeros(batch, np.int64)
+    soft = np.zeros(batch, np.int64)
     zero_i = np.empty((batch, k), np.int64)
     zsize = np.zeros(batch, np.int64)
     err = np.zeros(batch, np.float32)
@@ -359,21 +406,13 @@ def search_range(queries, lo, hi, layout, forward, k, threshold, batch, cap, out
         ts = np.empty(nterms, np.int64)
         tw = np.empty(nterms, np.float32)
         for s in range(nbq):
-            e_q = 0.0
-            m_q = 0.0
-            for t in range(q_ptr[start + s], q_ptr[start + s + 1]):
-                j = q_idx[t]
-                tj[t - t0] = j
-                ts[t - t0] = s
-                tw[t - t0] = q_val[t] * scale[j]
-                e_q += abs(q_val[t]) * scale[j]
-                m_q += abs(q_val[t]) * scale[j] * CODE_MAX
-            m = q_ptr[start + s + 1] - q_ptr[start + s]
-            # Quantisation (<= scale per posting) plus float32 rounding of both sums.
-            err[s] = np.float32((e_q + 4.0 * (m + 2) * _EPS32 * m_q) * (1.0 + 1e-3))
-            floor[s] = np.float32(threshold - err[s]) if threshold > -np.inf else -np.inf
+            a, e = q_ptr[start + s], q_ptr[start + s + 1]
+            w, err[s], floor[s] = _query_bounds(q_idx[a:e], q_val[a:e], scale, threshold)
+            tj[a - t0 : e - t0] = q_idx[a:e]
+            ts[a - t0 : e - t0] = s
+            tw[a - t0 : e - t0] = w
             gate[s] = floor[s]
-            hsize[s] = 0
+            soft[s] = 2 * k + 4 * _MASK_WIDTH
             bsize[s] = 0
             zsize[s] = 0
             out_post[start + s] = 0
@@ -425,66 +464,37 @@ def search_range(queries, lo, hi, layout, forward, k, threshold, batch, cap, out
                             acc[s, r] += w * np.float32(codes[p])
                         nt[s] = c
             for s in range(nbq):
-                # Room for every row of the block in the candidate buffer, so the loops below
-                # never grow it.
+                e2 = 2.0 * err[s]
+                # Room for every row of the block, so the gathering never grows the buffer.
                 if buf_s.shape[1] - bsize[s] < blen:
-                    _compact(hs, hsize, buf_s, buf_i, bsize, err, s, k)
+                    bsize[s], gate[s] = _select(
+                        buf_s[s], buf_i[s], bsize[s], k, e2, floor[s], gate[s]
+                    )
                     if buf_s.shape[1] - bsize[s] < blen:
                         buf_s, buf_i = _grow(buf_s, buf_i, bsize[s] + blen)
-                g = gate[s]
                 if dense[s]:
-                    # As one query at a time: a vector compare per 64 rows, then their bits.
-                    a = acc[s]
-                    c0 = 0
-                    while c0 + _MASK_WIDTH <= blen:
-                        bits = _mask_at_least(a, c0, g)
-                        while bits != 0:
-                            i = c0 + trailing_zeros(bits)
-                            bits &= bits - _ONE
-                            v = a[i]
-                            if v >= g:
-                                g = _offer(
-                                    hs, hi_, hsize, buf_s, buf_i, bsize, err, floor, gate,
-                                    s, v, r0 + i, k,
-                                )  # fmt: skip
-                        for i in range(c0, c0 + _MASK_WIDTH):
-                            a[i] = 0.0
-                        c0 += _MASK_WIDTH
-                    for i in range(c0, blen):
-                        v = a[i]
-                        if v >= g:
-                            g = _offer(
-                                hs, hi_, hsize, buf_s, buf_i, bsize, err, floor, gate,
-                                s, v, r0 + i, k,
-                            )  # fmt: skip
-                    a[c0:blen] = 0.0
+                    bsize[s], gate[s], soft[s] = _gather_scan(
+                        acc[s], blen, r0, buf_s[s], buf_i[s], bsize[s], gate[s], soft[s],
+                        k, e2, floor[s],
+                    )  # fmt: skip
                     continue
-                for t in range(nt[s]):
-                    i = touched[s, t]
-                    v = acc[s, i]
-                    if v >= g:
-                        g = _offer(
-                            hs, hi_, hsize, buf_s, buf_i, bsize, err, floor, gate, s, v, r0 + i, k
-                        )
-                # Untouched rows score exactly 0: the first k of them, if a zero can pass.
                 if threshold < 0.0 and zsize[s] < k:
-                    for i in range(blen):
-                        if mark[s, i] == 0:
-                            zero_i[s, zsize[s]] = r0 + i
-                            zsize[s] += 1
-                            if zsize[s] == k:
-                                break
-                for t in range(nt[s]):
-                    i = touched[s, t]
-                    acc[s, i] = 0.0
-                    mark[s, i] = 0
+                    zsize[s] = _untouched(mark[s], blen, r0, zero_i[s], zsize[s], k)
+                bsize[s], gate[s], soft[s] = _gather_tracked(
+                    acc[s], mark[s], touched[s], nt[s], blen, r0, buf_s[s], buf_i[s], bsize[s],
+                    gate[s], soft[s], k, e2, floor[s],
+                )  # fmt: skip
         for s in range(nbq):
             q = start + s
             _finish(
                 q_idx[q_ptr[q] : q_ptr[q + 1]],
                 q_val[q_ptr[q] : q_ptr[q + 1]],
-                (hs, hi_, hsize, buf_s, buf_i, bsize, err),
-                s,
+                buf_s[s],
+                buf_i[s],
+                bsize[s],
+                2.0 * err[s],
+                floor[s],
+                gate[s],
                 zero_i[s, : zsize[s]],
                 forward,
                 qd,
@@ -508,19 +518,10 @@ def search_one(q_idx, q_val, layout, forward, k, threshold, scratch, out_s, out_
     acc, mark, touched = acc2[0], mark2[0], touched2[0]
     nb = (n + block - 1) // block
     m = q_idx.shape[0]
-    tw = np.empty(m, np.float32)
-    e_q = 0.0
-    m_q = 0.0
-    for t in range(m):
-        tw[t] = q_val[t] * scale[q_idx[t]]
-        e_q += abs(q_val[t]) * scale[q_idx[t]]
-        m_q += abs(q_val[t]) * scale[q_idx[t]] * CODE_MAX
-    err = np.float32((e_q + 4.0 * (m + 2) * _EPS32 * m_q) * (1.0 + 1e-3))
+    tw, err, floor = _query_bounds(q_idx, q_val, scale, threshold)
     e2 = 2.0 * err
-    floor = np.float32(threshold - err) if threshold > -np.inf else np.float32(-np.inf)
     # Rows at or above the gate, kept unordered; whenever more than ``soft`` of them gather,
-    # the k-th best raises the gate (see _select). The buffer has room for every row of a
-    # block, so the scan never grows it.
+    # the k-th best raises the gate (see _select).
     soft = 2 * k + 4 * _MASK_WIDTH
     cap = buf_s.shape[0]
     bsize = 0
@@ -537,6 +538,7 @@ def search_one(q_idx, q_val, layout, forward, k, threshold, scratch, out_s, out_
         for t in range(m):
             postings += ptr[q_idx[t], b + 1] - ptr[q_idx[t], b]
         total += postings
+        # Room for every row of the block, so the gathering never grows the buffer.
         if cap - bsize < blen:
             bsize, g = _select(buf_s, buf_i, bsize, k, e2, floor, g)
             if cap - bsize < blen:
@@ -583,98 +585,20 @@ def search_one(q_idx, q_val, layout, forward, k, threshold, scratch, out_s, out_
                     acc[r] += w * np.float32(codes[p])
                     p += _ONE
         if dense:
-            # 64 rows at a time, a vector compare gives which of them reach the gate, and their
-            # bits go to the buffer without a branch each; the rows are reset while in cache.
-            c0 = 0
-            while c0 + _MASK_WIDTH <= blen:
-                if bsize > soft:
-                    bsize, g, soft = _raise_gate(buf_s, buf_i, bsize, k, e2, floor, g, soft)
-                bits = _mask_at_least(acc, c0, g)
-                while bits != 0:
-                    i = c0 + trailing_zeros(bits)
-                    bits &= bits - _ONE
-                    buf_s[bsize] = acc[i]
-                    buf_i[bsize] = r0 + i
-                    bsize += 1
-                for i in range(c0, c0 + _MASK_WIDTH):
-                    acc[i] = 0.0
-                c0 += _MASK_WIDTH
-            for i in range(c0, blen):
-                if acc[i] >= g:
-                    buf_s[bsize] = acc[i]
-                    buf_i[bsize] = r0 + i
-                    bsize += 1
-            acc[c0:blen] = 0.0
+            bsize, g, soft = _gather_scan(
+                acc, blen, r0, buf_s, buf_i, bsize, g, soft, k, e2, floor
+            )  # fmt: skip
             continue
-        for t in range(nt):
-            i = touched[t]
-            if acc[i] >= g:
-                if bsize > soft:
-                    bsize, g, soft = _raise_gate(buf_s, buf_i, bsize, k, e2, floor, g, soft)
-                buf_s[bsize] = acc[i]
-                buf_i[bsize] = r0 + i
-                bsize += 1
         if threshold < 0.0 and nz < k:
-            for i in range(blen):
-                if mark[i] == 0:
-                    zeros[nz] = r0 + i
-                    nz += 1
-                    if nz == k:
-                        break
-        for t in range(nt):
-            i = touched[t]
-            acc[i] = 0.0
-            mark[i] = 0
-    bsize, g = _select(buf_s, buf_i, bsize, k, e2, floor, g)
-    # Every candidate is in the buffer: no heap, so _finish re-scores them all.
-    heap = (np.empty((1, 1), np.float32), np.empty((1, 1), np.int64), np.zeros(1, np.int64))
-    bsz = np.full(1, bsize, np.int64)
-    errs = np.full(1, err, np.float32)
+            nz = _untouched(mark, blen, r0, zeros, nz, k)
+        bsize, g, soft = _gather_tracked(
+            acc, mark, touched, nt, blen, r0, buf_s, buf_i, bsize, g, soft, k, e2, floor
+        )  # fmt: skip
     _finish(
-        q_idx, q_val, heap + (buf_s.reshape(1, -1), buf_i.reshape(1, -1), bsz, errs),
-        0, zeros[:nz], forward, qd, k, threshold, out_s, out_i,
+        q_idx, q_val, buf_s, buf_i, bsize, e2, floor, g, zeros[:nz], forward, qd, k,
+        threshold, out_s, out_i,
     )  # fmt: skip
     return total
-
-
-@numba.njit(cache=True, nogil=True)
-def _select(buf_s, buf_i, n, k, e2, floor, g):
-    """The gate from the first ``n`` buffered rows of one query: with ``s`` their k-th best
-    approximate score, no row below ``s - e2`` can reach the top k (k rows already score
-    ``s`` or more), so the gate rises to it and the rows below it (or not above ``floor``)
-    leave the buffer. Returns the rows kept and the gate."""
-    if n >= k:
-        kth = np.partition(buf_s[:n], n - k)[n - k]
-        g = max(g, floor, np.float32(kth - e2))
-    m = 0
-    for t in range(n):
-        v = buf_s[t]
-        if v >= g and v > floor:
-            buf_s[m] = v
-            buf_i[m] = buf_i[t]
-            m += 1
-    return m, g
-
-
-@numba.njit(cache=True, nogil=True)
-def _raise_gate(buf_s, buf_i, n, k, e2, floor, g, soft):
-    """:func:`_select` once more than ``soft`` rows are buffered; where ties or too few rows
-    keep most of them above the gate, the next try waits for ``soft`` rows more. Returns the
-    rows kept, the gate and the new ``soft``."""
-    n, g = _select(buf_s, buf_i, n, k, e2, floor, g)
-    return n, g, max(soft, n + 2 * k + 4 * _MASK_WIDTH)
-
-
-@numba.njit(cache=True, nogil=True)
-def _grow(buf_s, buf_i, need):
-    """The candidate buffers with room for at least ``need`` per slot (contents kept)."""
-    bq, cap = buf_s.shape
-    new_cap = max(2 * cap, need)
-    new_s = np.empty((bq, new_cap), np.float32)
-    new_i = np.empty((bq, new_cap), np.int64)
-    new_s[:, :cap] = buf_s
-    new_i[:, :cap] = buf_i
-    return new_s, new_i
 
 
 # Candidates ahead of the one re-scored whose forward-store offsets, and whose entries, are asked
@@ -685,22 +609,17 @@ _AHEAD_ROW = 8
 
 
 @numba.njit(cache=True, nogil=True)
-def _finish(q_idx, q_val, st, s, zeros, forward, qd, k, threshold, out_s, out_i):
-    """Exact re-score of slot ``s``'s candidates; writes the query's top k."""
-    hs, hi, hsize, buf_s, buf_i, bsize, err = st
+def _finish(
+    q_idx, q_val, buf_s, buf_i, n, e2, floor, g, zeros, forward, qd, k, threshold, out_s, out_i
+):
+    """Exact re-score of one query's ``n`` buffered candidates (those the final gate keeps)
+    and of its untouched ``zeros``; writes the query's top k."""
     f_ptr, f_idx, f_val = forward
-    cut = hs[s, 0] - 2.0 * err[s] if hsize[s] == k else -np.inf
-    m = hsize[s] + bsize[s] + zeros.shape[0]
+    nc, g = _select(buf_s, buf_i, n, k, e2, floor, g)
+    m = nc + zeros.shape[0]
     cs = np.empty(m, np.float32)
     ci = np.empty(m, np.int64)
-    nc = 0
-    for t in range(hsize[s]):
-        ci[nc] = hi[s, t]
-        nc += 1
-    for t in range(bsize[s]):
-        if buf_s[s, t] >= cut:
-            ci[nc] = buf_i[s, t]
-            nc += 1
+    ci[:nc] = buf_i[:nc]
     for t in range(q_idx.shape[0]):
         qd[q_idx[t]] = q_val[t]
     # The candidates' rows lie anywhere in the forward store: while one is re-scored, the
@@ -738,7 +657,7 @@ def _finish(q_idx, q_val, st, s, zeros, forward, qd, k, threshold, out_s, out_i)
 
 
 @numba.njit(cache=True, parallel=True)
-def search_all(queries, layout, forward, k, threshold, batch, cap, n_chunks, out):
+def search_all(queries, layout, forward, k, threshold, batch, n_chunks, out):
     """Every query of ``queries`` = ``(indptr, indices, values)`` in ``n_chunks`` contiguous
     chunks in parallel: one at a time (:func:`search_one`) with ``batch == 1``, else
     :func:`search_range` ``batch`` at a time."""
@@ -750,15 +669,15 @@ def search_all(queries, layout, forward, k, threshold, batch, cap, n_chunks, out
         lo = c * nq // n_chunks
         hi = (c + 1) * nq // n_chunks
         if batch > 1:
-            search_range(queries, lo, hi, layout, forward, k, threshold, batch, cap, out)
+            search_range(queries, lo, hi, layout, forward, k, threshold, batch, out)
             continue
         scratch = (
             np.zeros((1, block), np.float32),
             np.zeros((1, block), np.uint8),
             np.empty((1, block), np.int64),
             np.zeros(layout[5], np.float32),
-            np.empty(2 * k + 4 * _MASK_WIDTH + block, np.float32),
-            np.empty(2 * k + 4 * _MASK_WIDTH + block, np.int64),
+            np.empty(_buffer_size(k, block), np.float32),
+            np.empty(_buffer_size(k, block), np.int64),
         )
         for q in range(lo, hi):
             a, b = q_ptr[q], q_ptr[q + 1]

@@ -379,7 +379,6 @@ class SparseIndex:
                         kk,
                         thr,
                         batch,
-                        4 * kk + 256,
                         chunks,
                         (s, i, postings),
                     )

@@ -280,9 +280,10 @@ def test_ties_and_thresholds_through_the_candidate_buffer():
 
 @pytest.mark.parametrize("n,tied", [(5000, 5000), (40000, 2000)])
 def test_more_tied_rows_than_the_candidate_buffer_holds(n, tied):
-    """Thousands of rows tied at the top score, k = 3: the gate cannot drop any of them, so
-    one query's candidate buffer (2k + 256 rows and one block of 1,024) must grow, in blocks the
-    query scans (``tied == n``) and in blocks where it tracks the rows it touched."""
+    """Thousands of rows tied at the top score, k = 3: the gate cannot drop any of them, so a
+    query's candidate buffer (2k + 256 rows and one block of 1,024), one query at a time or in
+    a batch, must grow, in blocks the query scans (``tied == n``) and in blocks where it tracks
+    the rows it touched."""
     rows = np.random.default_rng(n).choice(n, tied, replace=False)
     db = sp.csr_matrix((np.full(tied, 0.5, np.float32), (rows, np.zeros(tied, int))), shape=(n, 3))
     q = sp.csr_matrix(np.array([[2.0, 0, 0], [1.0, 1.0, 0]], np.float32))
