@@ -209,12 +209,6 @@ def scatter(acc, rows, codes, p0, p1, w):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def worse(s1, i1, s2, i2):
-    """Whether (s1, i1) ranks below (s2, i2): lower score, or equal score and larger id."""
-    return s1 < s2 or (s1 == s2 and i1 > i2)
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
 def _prefetch_row(f_ptr, f_idx, f_val, row):
     """Asks the caches for every line of database row ``row`` of the forward store."""
     a = f_ptr[row]

@@ -27,7 +27,12 @@ from sparse_flops import engine as _engine
 _CODE_MAX = _engine.CODE_MAX
 
 _SCAN_FRACTION = _engine.SCAN_FRACTION
-_worse = _engine.worse
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _worse(s1, i1, s2, i2):
+    """Whether (s1, i1) ranks below (s2, i2): lower score, or equal score and larger id."""
+    return s1 < s2 or (s1 == s2 and i1 > i2)
 
 
 @numba.njit(cache=True, nogil=True)
