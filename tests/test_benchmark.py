@@ -1,5 +1,6 @@
 import json
 import os
+import statistics
 
 import numpy as np
 import pytest
@@ -43,6 +44,12 @@ def test_search_and_limits_are_timed_in_turn_each_repeat():
     ms, limits = timing.timed_beside_limits(lambda: calls.append("search"), 10, 3, probes)
     assert calls == ["search", "stream", "scatter"] * 4  # a warm-up, then 3 repeats
     assert ms > 0 and limits["stream_gbs"] > 0 and limits["scatter_gups"] > 0
+    each = limits["repeats"]
+    assert len(each) == 3 and all(r["ms"] > 0 and r["scatter_gups"] > 0 for r in each)
+    # the medians are those of the repeats (an odd count: the median time gives the median rate)
+    for key in ("ms", "stream_gbs", "scatter_gups"):
+        got = ms if key == "ms" else limits[key]
+        assert got == pytest.approx(statistics.median(r[key] for r in each))
     with pytest.raises(ValueError, match="repeats must be positive"):
         timing.timed_beside_limits(lambda: None, 10, 0, probes)
     with pytest.raises(ValueError, match="stream_mib > 0 and updates >= 64"):
@@ -156,6 +163,9 @@ def test_scale_benchmark_small(tmp_path):
         scatter_ms = 1e3 * r["macs_per_query"] / r["scatter_gups"] / 1e9
         assert r["bound_ms"] == pytest.approx(max(stream_ms, scatter_ms))
         assert r["ms_over_bound"] == pytest.approx(r["ms_per_query_1t"] / r["bound_ms"])
+        # a ratio of medians lies between the least and greatest ratio of the repeats
+        assert r["ms_over_bound_min"] <= r["ms_over_bound"] * (1 + 1e-9)
+        assert r["ms_over_bound"] <= r["ms_over_bound_max"] * (1 + 1e-9)
         assert r["mean_nonzeros"] == pytest.approx(r["target_nonzeros"], rel=0.1)
         assert r["macs_per_query"] == pytest.approx(r["expected_macs_per_query"], rel=0.25)
         assert r["index_mib"] > 0 and r["peak_rss_mib"] > 0

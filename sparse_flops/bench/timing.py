@@ -121,7 +121,8 @@ def timed_beside_limits(
     """ms per query of ``search()`` on one thread (BLAS too) and the limits of ``probes``, the
     three timed in turn in every repeat (medians), so that a time and its bound see the same
     state of a shared machine: on one, a single measurement of the scatter rate moved by a
-    third between runs minutes apart."""
+    third between runs minutes apart. The limits also hold ``"repeats"``: each repeat's ms per
+    query and rates, ``[{"ms", "stream_gbs", "scatter_gups"}, ...]``."""
     if repeats <= 0:
         raise ValueError(f"repeats must be positive, got {repeats}")
     fns = (search, probes.stream, probes.scatter)
@@ -135,4 +136,8 @@ def timed_beside_limits(
                 fn()
                 out.append(time.perf_counter() - t0)
     search_s, stream_s, scatter_s = (statistics.median(t) for t in times)
-    return 1e3 * search_s / max(nq, 1), probes.rates(stream_s, scatter_s)
+    limits = probes.rates(stream_s, scatter_s)
+    limits["repeats"] = [
+        {"ms": 1e3 * a / max(nq, 1), **probes.rates(b, c)} for a, b, c in zip(*times, strict=True)
+    ]
+    return 1e3 * search_s / max(nq, 1), limits
