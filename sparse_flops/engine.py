@@ -258,25 +258,37 @@ def _select(buf_s, buf_i, n, k, e2, floor, g):
     return m, g
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _soft_start(k):
+    """Rows a query's candidate buffer gathers before its k-th best first raises the gate."""
+    return 2 * k + 4 * _MASK_WIDTH
+
+
 @numba.njit(cache=True, nogil=True)
 def _raise_gate(buf_s, buf_i, n, k, e2, floor, g, soft):
     """:func:`_select` once more than ``soft`` rows are buffered; where ties or too few rows
     keep most of them above the gate, the next try waits for ``soft`` rows more. Returns the
     rows kept, the gate and the new ``soft``."""
     n, g = _select(buf_s, buf_i, n, k, e2, floor, g)
-    return n, g, max(soft, n + 2 * k + 4 * _MASK_WIDTH)
+    return n, g, max(soft, n + _soft_start(k))
 
 
 @numba.njit(cache=True, nogil=True)
-def _grow(buf_s, buf_i, need):
-    """The candidate buffers with room for at least ``need`` per slot (contents kept)."""
-    bq, cap = buf_s.shape
-    new_cap = max(2 * cap, need)
-    new_s = np.empty((bq, new_cap), np.float32)
-    new_i = np.empty((bq, new_cap), np.int64)
-    new_s[:, :cap] = buf_s
-    new_i[:, :cap] = buf_i
-    return new_s, new_i
+def _make_room(buf_s, buf_i, s, n, need, k, e2, floor, g):
+    """Room for ``need`` more rows in slot ``s``'s candidate buffer (``buf_* (slots, cap)``,
+    ``n`` rows held): the gate drops what it can (:func:`_select`), and if that is not enough
+    every slot's buffer grows, contents kept. Returns the rows held, the gate and the buffers."""
+    if buf_s.shape[1] - n < need:
+        n, g = _select(buf_s[s], buf_i[s], n, k, e2, floor, g)
+        if buf_s.shape[1] - n < need:
+            bq, cap = buf_s.shape
+            new_cap = max(2 * cap, n + need)
+            new_s = np.empty((bq, new_cap), np.float32)
+            new_i = np.empty((bq, new_cap), np.int64)
+            new_s[:, :cap] = buf_s
+            new_i[:, :cap] = buf_i
+            buf_s, buf_i = new_s, new_i
+    return n, g, buf_s, buf_i
 
 
 @numba.njit(cache=True, nogil=True)
@@ -364,7 +376,7 @@ def _query_bounds(q_idx, q_val, scale, threshold):
 def _buffer_size(k, block):
     """A candidate buffer's starting room: ``soft`` rows (see :func:`_raise_gate`) plus a
     whole block's."""
-    return 2 * k + 4 * _MASK_WIDTH + block
+    return _soft_start(k) + block
 
 
 @numba.njit(cache=True, nogil=True)
@@ -406,7 +418,7 @@ def search_range(queries, lo, hi, layout, forward, k, threshold, batch, out):
             ts[a - t0 : e - t0] = s
             tw[a - t0 : e - t0] = w
             gate[s] = floor[s]
-            soft[s] = 2 * k + 4 * _MASK_WIDTH
+            soft[s] = _soft_start(k)
             bsize[s] = 0
             zsize[s] = 0
             out_post[start + s] = 0
@@ -460,12 +472,9 @@ def search_range(queries, lo, hi, layout, forward, k, threshold, batch, out):
             for s in range(nbq):
                 e2 = 2.0 * err[s]
                 # Room for every row of the block, so the gathering never grows the buffer.
-                if buf_s.shape[1] - bsize[s] < blen:
-                    bsize[s], gate[s] = _select(
-                        buf_s[s], buf_i[s], bsize[s], k, e2, floor[s], gate[s]
-                    )
-                    if buf_s.shape[1] - bsize[s] < blen:
-                        buf_s, buf_i = _grow(buf_s, buf_i, bsize[s] + blen)
+                bsize[s], gate[s], buf_s, buf_i = _make_room(
+                    buf_s, buf_i, s, bsize[s], blen, k, e2, floor[s], gate[s]
+                )
                 if dense[s]:
                     bsize[s], gate[s], soft[s] = _gather_scan(
                         acc[s], blen, r0, buf_s[s], buf_i[s], bsize[s], gate[s], soft[s],
@@ -503,21 +512,20 @@ def search_range(queries, lo, hi, layout, forward, k, threshold, batch, out):
 def search_one(q_idx, q_val, layout, forward, k, threshold, scratch, out_s, out_i):
     """Top-k of one query (CSR row: sorted dims ``q_idx``, values ``q_val``), one block at a
     time; ``scratch`` = ``(acc (1, block), mark (1, block), touched (1, block), qd (d,),
-    buf_s (c,), buf_i (c,))``, one thread's, reused query after query (``buf_*``: the candidate
-    buffer, ``c >= 2k + 256 + block``; a fresh one per query paid its page faults, ~0.06 ms
-    of a query at a million items).
+    buf_s (1, c), buf_i (1, c))``, one thread's, reused query after query (``buf_*``: the
+    candidate buffer, ``c >= 2k + 256 + block``; a fresh one per query paid its page faults,
+    ~0.06 ms of a query at a million items).
     Returns the postings walked."""
     ptr, rows, codes, scale, n, d, block = layout
-    acc2, mark2, touched2, qd, buf_s, buf_i = scratch
-    acc, mark, touched = acc2[0], mark2[0], touched2[0]
+    acc2, mark2, touched2, qd, buf_s2, buf_i2 = scratch
+    acc, mark, touched, buf_s, buf_i = acc2[0], mark2[0], touched2[0], buf_s2[0], buf_i2[0]
     nb = (n + block - 1) // block
     m = q_idx.shape[0]
     tw, err, floor = _query_bounds(q_idx, q_val, scale, threshold)
     e2 = 2.0 * err
     # Rows at or above the gate, kept unordered; whenever more than ``soft`` of them gather,
     # the k-th best raises the gate (see _select).
-    soft = 2 * k + 4 * _MASK_WIDTH
-    cap = buf_s.shape[0]
+    soft = _soft_start(k)
     bsize = 0
     zeros = np.empty(k, np.int64)
     nz = 0
@@ -533,12 +541,8 @@ def search_one(q_idx, q_val, layout, forward, k, threshold, scratch, out_s, out_
             postings += ptr[q_idx[t], b + 1] - ptr[q_idx[t], b]
         total += postings
         # Room for every row of the block, so the gathering never grows the buffer.
-        if cap - bsize < blen:
-            bsize, g = _select(buf_s, buf_i, bsize, k, e2, floor, g)
-            if cap - bsize < blen:
-                grown = _grow(buf_s.reshape(1, -1), buf_i.reshape(1, -1), bsize + blen)
-                buf_s, buf_i = grown[0][0], grown[1][0]
-                cap = buf_s.shape[0]
+        bsize, g, buf_s2, buf_i2 = _make_room(buf_s2, buf_i2, 0, bsize, blen, k, e2, floor, g)
+        buf_s, buf_i = buf_s2[0], buf_i2[0]
         dense = postings > SCAN_FRACTION * blen
         nt = 0
         for t in range(m):
@@ -670,8 +674,8 @@ def search_all(queries, layout, forward, k, threshold, batch, n_chunks, out):
             np.zeros((1, block), np.uint8),
             np.empty((1, block), np.int64),
             np.zeros(layout[5], np.float32),
-            np.empty(_buffer_size(k, block), np.float32),
-            np.empty(_buffer_size(k, block), np.int64),
+            np.empty((1, _buffer_size(k, block)), np.float32),
+            np.empty((1, _buffer_size(k, block)), np.int64),
         )
         for q in range(lo, hi):
             a, b = q_ptr[q], q_ptr[q + 1]
