@@ -26,7 +26,8 @@ from sparse_flops import engine as _engine
 
 _CODE_MAX = _engine.CODE_MAX
 
-_SCAN_FRACTION = _engine.SCAN_FRACTION
+# The engine this one was before the compact engine: its own switch to scanning a block.
+_SCAN_FRACTION = 0.125
 
 
 @numba.njit(cache=True, nogil=True, inline="always")

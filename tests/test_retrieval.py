@@ -330,3 +330,26 @@ def test_row_masks_of_the_candidate_scan_match_numpy():
             want = sum(1 << int(i) for i in np.flatnonzero(hits))
             assert int(vector(a, start, g)) == want
             assert int(scalar(a, start, g)) == want
+
+
+def test_scatter_adds_sixteen_lanes_as_one_posting_at_a_time():
+    """The engine's scatter-add (16 postings per vector step, then one at a time) gives the bits
+    of adding ``w * code`` posting by posting, for every start and length around the vector
+    width, with repeated rows (later postings must see earlier ones' sums)."""
+    from sparse_flops import engine
+
+    rng = np.random.default_rng(0)
+    n = 80
+    rows = rng.integers(0, 9, n).astype(np.uint16)  # few rows: repeats within a vector step
+    codes = rng.integers(-engine.CODE_MAX, engine.CODE_MAX + 1, n).astype(np.int16)
+    w = np.float32(0.37)
+    for p0 in (0, 1, 15, 16, 17):
+        for length in (0, 1, 15, 16, 17, 31, 32, 33, 48, 63):
+            p1 = min(n, p0 + length)
+            start = rng.standard_normal(9).astype(np.float32)
+            got = start.copy()
+            engine.scatter(got, rows, codes, p0, p1, w)
+            want = start.copy()
+            for p in range(p0, p1):
+                want[rows[p]] = np.float32(want[rows[p]] + np.float32(w * np.float32(codes[p])))
+            assert got.tobytes() == want.tobytes(), (p0, length)
