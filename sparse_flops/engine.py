@@ -340,12 +340,29 @@ def _make_room(buf_s, buf_i, s, n, need, k, e2, floor, g):
 
 
 @numba.njit(cache=True, nogil=True)
+def _least_slice_max(acc, blen, k):
+    """The least of the maxima of ``acc[:blen]`` cut in ``k`` slices (``blen >= k``)."""
+    size = blen // k
+    least = np.float32(np.inf)
+    for c in range(k):
+        top = acc[c * size]
+        for i in range(c * size + 1, (c + 1) * size):
+            top = max(top, acc[i])
+        least = min(least, top)
+    return least
+
+
+@numba.njit(cache=True, nogil=True)
 def _gather_scan(acc, blen, r0, buf_s, buf_i, n, g, soft, k, e2, floor):
     """Adds the rows of a scanned block (``acc[:blen]``, ids from ``r0``) at or above the gate
     to one query's candidate buffer, which has room for ``blen`` more, and resets them while in
     cache: 64 rows at a time, a vector compare gives which of them reach the gate and their
     bits go to the buffer without a branch each. Returns the rows buffered, the gate and
-    ``soft`` (see :func:`_raise_gate`)."""
+    ``soft`` (see :func:`_raise_gate`). While fewer than ``k`` rows are buffered, the gate
+    first rises to the least of the maxima of ``k`` slices of the block, minus ``e2``: those
+    ``k`` rows score at least that, so no row below it can reach the top k."""
+    if n < k and blen >= 2 * k:
+        g = max(g, np.float32(_least_slice_max(acc, blen, k) - e2))
     c0 = 0
     while c0 + _MASK_WIDTH <= blen:
         if n > soft:
