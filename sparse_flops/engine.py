@@ -9,12 +9,14 @@ where each block's postings start in the list.
 **Search.** Queries go in batches of ``batch`` per thread. For each block, the dimensions the
 batch's queries use are walked once each; the postings of a (block, dimension) segment are read
 from memory once and added to the cache-resident accumulator of every query of the batch that
-uses the dimension. The accumulator of a block then gives each row's approximate score.
-One query at a time (the default) walks its terms' segments of a block in turn, asking the
-caches for the next segment a line per line of postings walked. Either way, the rows at a
-query's top-k gate are found 64 at a time with one vector compare into a bit mask, and reset
-while in cache; they gather, unordered, in the query's candidate buffer, and whenever 2k + 256
-have gathered the k-th best of them (a partition) raises the gate.
+uses the dimension, 16 at a time (the products in one vector, each then added to its row). The
+accumulator of a block then gives each row's approximate score. One query at a time (the
+default) walks its terms' segments of a block in turn, asking the caches for the next segment a
+line per line of postings walked. Either way, the rows at a query's top-k gate are found 64 at a
+time with one vector compare into a bit mask, and reset while in cache; they gather, unordered,
+in the query's candidate buffer, and whenever 2k + 256 have gathered the k-th best of them (a
+partition) raises the gate (the first block scanned starts it from k slices of the block's
+scores).
 
 **Exactness.** The approximate score of a row is within ``E = sum_t |w_t| (scale_t + r_t)`` of
 its float32 score (``r_t`` bounds float32 rounding). With ``s_k`` the k-th best approximate
