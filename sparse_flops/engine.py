@@ -99,7 +99,7 @@ def build_layout(col_ptr, col_rows, col_vals, n, block, inv_scale):
 
 
 _ONE = np.uint64(1)
-_LINE = 32  # 16-bit entries per 64-byte cache line: two vector steps (_LANES)
+_LINE = 32  # 16-bit entries per 64-byte cache line
 _LINE_U = np.uint64(_LINE)
 
 
@@ -140,6 +140,15 @@ except Exception:  # noqa: BLE001 - any compilation failure means "no prefetch h
 _MASK_WIDTH = 64
 
 
+def _splat(builder, value, width):
+    """An LLVM vector of ``width`` copies of the scalar ``value``."""
+    i32 = ir.IntType(32)
+    vec = builder.insert_element(
+        ir.Constant(ir.VectorType(value.type, width), ir.Undefined), value, i32(0)
+    )
+    return builder.shuffle_vector(vec, vec, ir.Constant(ir.VectorType(i32, width), None))
+
+
 @intrinsic
 def _mask_at_least_intrinsic(typingctx, arr, start, g):
     """A 64-bit mask of which of the float32 ``arr[start : start + 64]`` are ``>= g``: one
@@ -151,9 +160,7 @@ def _mask_at_least_intrinsic(typingctx, arr, start, g):
         ptr = cgutils.get_item_pointer(context, builder, signature.args[0], ary, [args[1]])
         vty = ir.VectorType(ir.FloatType(), _MASK_WIDTH)
         vec = builder.load(builder.bitcast(ptr, vty.as_pointer()), align=4)
-        i32 = ir.IntType(32)
-        gv = builder.insert_element(ir.Constant(vty, ir.Undefined), args[2], i32(0))
-        gv = builder.shuffle_vector(gv, gv, ir.Constant(ir.VectorType(i32, _MASK_WIDTH), None))
+        gv = _splat(builder, args[2], _MASK_WIDTH)
         hit = builder.fcmp_ordered(">=", vec, gv)
         return builder.bitcast(hit, ir.IntType(_MASK_WIDTH))
 
@@ -230,9 +237,9 @@ def _scatter_lanes(typingctx, acc, rows, codes, p, w):
         cptr = builder.bitcast(
             builder.gep(a_codes.data, [p]), ir.VectorType(i16, _LANES).as_pointer()
         )
-        wv = builder.insert_element(ir.Constant(fv, ir.Undefined), args[4], i32(0))
-        wv = builder.shuffle_vector(wv, wv, ir.Constant(ir.VectorType(i32, _LANES), None))
-        prod = builder.fmul(wv, builder.sitofp(builder.load(cptr, align=2), fv))
+        prod = builder.fmul(
+            _splat(builder, args[4], _LANES), builder.sitofp(builder.load(cptr, align=2), fv)
+        )
         rptr = builder.gep(a_rows.data, [p])
         for lane in range(_LANES):
             r = builder.zext(builder.load(builder.gep(rptr, [i64(lane)]), align=2), i64)
@@ -632,9 +639,9 @@ def search_one(q_idx, q_val, layout, forward, k, threshold, scratch, out_s, out_
                         _prefetch(rows, a)
                         _prefetch(codes, a)
                         a += _LINE_U
-                    _scatter_lanes(acc, rows, codes, p, w)
-                    _scatter_lanes(acc, rows, codes, p + _LANES_U, w)
-                    p += _LINE_U
+                    for _ in range(_LINE // _LANES):
+                        _scatter_lanes(acc, rows, codes, p, w)
+                        p += _LANES_U
                 _prefetch_span(rows, codes, a, a1)
                 scatter(acc, rows, codes, p, p1, w)
             else:
