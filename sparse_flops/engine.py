@@ -4,19 +4,20 @@
 inside its block of ``block_size`` rows (at most 65,536) and a 16-bit integer code of the value:
 ``v ~ code * scale_j`` with ``scale_j = max_i |v_ij| / 32767`` (a non-zero value never gets
 code 0). That is 4 bytes per posting, plus one 8-byte offset per (dimension, block) marking
-where each block's postings start in the list.
+where each block's postings start in the list, and 16 zero postings after the last.
 
 **Search.** Queries go in batches of ``batch`` per thread. For each block, the dimensions the
 batch's queries use are walked once each; the postings of a (block, dimension) segment are read
 from memory once and added to the cache-resident accumulator of every query of the batch that
 uses the dimension, 16 at a time (the products in one vector, each then added to its row). The
 accumulator of a block then gives each row's approximate score. One query at a time (the
-default) walks its terms' segments of a block in turn, asking the caches for the next segment a
-line per line of postings walked. Either way, the rows at a query's top-k gate are found 64 at a
-time with one vector compare into a bit mask, and reset while in cache; they gather, unordered,
-in the query's candidate buffer, and whenever 2k + 256 have gathered the k-th best of them (a
-partition) raises the gate (the first block scanned starts it from k slices of the block's
-scores).
+default) walks its terms' segments of a block in turn, in whole vector steps (the last one's
+lanes past the segment add +0), and while it walks a term's postings in one block it asks the
+caches for the same term's postings in the next. Either way, the rows at a query's top-k gate
+are found 64 at a time with one vector compare into a bit mask, and reset while in cache; they
+gather, unordered, in the query's candidate buffer, and whenever 2k + 256 have gathered the
+k-th best of them (a partition) raises the gate (the first block scanned starts it from k
+slices of the block's scores).
 
 **Exactness.** The approximate score of a row is within ``E = sum_t |w_t| (scale_t + r_t)`` of
 its float32 score (``r_t`` bounds float32 rounding). With ``s_k`` the k-th best approximate
@@ -30,6 +31,8 @@ rank, and only those are kept.
 
 from __future__ import annotations
 
+import sys
+
 import numba
 import numpy as np
 from llvmlite import ir
@@ -39,10 +42,12 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
 
 CODE_MAX = 32767
-# Rows per block by default: its float32 accumulator (64 KiB) stays in a core's L2 cache, and a
-# query term's postings in a block (~512 at 32 non-zeros of 1024) are long enough to prefetch
-# while the previous ones are added.
-DEFAULT_BLOCK = 16384
+# Rows per block by default: its float32 accumulator (32 KiB) fits a core's L1 data cache, and a
+# query term's postings in a block (~256 at 32 non-zeros of 1024) are long enough for the walk
+# to run at the vector step's pace. At a million items, one query at a time, against blocks of
+# 16,384 rows (64 KiB, in L2): uniform 32 non-zeros 0.716 -> 0.638 ms, uniform 64 2.62 -> 2.11,
+# uniform 8 0.171 -> 0.183, Zipf 32 4.16 -> 4.28 (development A/B, rotated rounds).
+DEFAULT_BLOCK = 8192
 # A query whose postings in a block exceed this fraction of the block's rows scans the block's
 # accumulator (~0.25 cycles a row with the vector compare, and the postings take the vector
 # scatter-add) instead of tracking the rows it touched (a test and a record per posting, then a
@@ -52,6 +57,9 @@ DEFAULT_BLOCK = 16384
 # the candidate buffer.
 SCAN_FRACTION = 0.05
 _EPS32 = np.float32(2.0**-24)
+# Postings per vector step of the scatter-add.
+_LANES = 16
+_LANES_U = np.uint64(_LANES)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -76,13 +84,15 @@ def block_pointers(post_ptr, post_rows, n, block):
 @numba.njit(cache=True, nogil=True)
 def build_layout(col_ptr, col_rows, col_vals, n, block, inv_scale):
     """The compact postings of a CSC database (rows ascending within each column):
-    ``(ptr (d, nb + 1) int64, rows (nnz,) uint16, codes (nnz,) int16)``; the postings of
-    dimension ``j`` in row block ``b`` are ``ptr[j, b]`` to ``ptr[j, b + 1]``."""
+    ``(ptr (d, nb + 1) int64, rows (nnz + 16,) uint16, codes (nnz + 16,) int16)``; the
+    postings of dimension ``j`` in row block ``b`` are ``ptr[j, b]`` to ``ptr[j, b + 1]``, and
+    16 zeros follow the last, so that a vector step at the end of any segment stays within the
+    arrays (:func:`_scatter_lanes`)."""
     d = col_ptr.shape[0] - 1
     nnz = col_ptr[d]
     ptr = block_pointers(col_ptr, col_rows, n, block)
-    rows = np.empty(nnz, np.uint16)
-    codes = np.empty(nnz, np.int16)
+    rows = np.zeros(nnz + _LANES, np.uint16)
+    codes = np.zeros(nnz + _LANES, np.int16)
     for j in range(d):
         for p in range(col_ptr[j], col_ptr[j + 1]):
             r = col_rows[p]
@@ -206,32 +216,36 @@ def _prefetch_segment(ptr, rows, codes, j, b):
     """Asks the caches for the postings of dimension ``j`` in block ``b`` ahead of their use:
     the hardware prefetchers do not follow dozens of short interleaved streams (at 64 non-zeros
     per item, a million items, this halves the time of a query). The batched search asks for a
-    whole block ahead; one query at a time asks for the next segment a line per line of
-    postings walked, which keeps fewer requests in flight (with blocks of 16,384 rows, 19-24%
-    faster at uniform 64 and Zipf 32 and 64 non-zeros in development measurements)."""
+    whole block ahead; one query at a time asks for its terms' postings in the first block at
+    its start, then for a term's postings in the next block a step's worth at a time while it
+    walks them in this one (:func:`search_one`)."""
     _prefetch_span(rows, codes, ptr[j, b], ptr[j, b + 1])
 
 
-# Postings per vector step of the scatter-add.
-_LANES = 16
-_LANES_U = np.uint64(_LANES)
+# The step reads its 16 row offsets as four 64-bit words (one load per four postings instead of
+# one each, which frees load slots for the accumulator), lane l in bits 16 (l % 4) of word l // 4:
+# the byte order of a little-endian machine; elsewhere each offset is loaded on its own.
+_ROW_WORDS = sys.byteorder == "little"
 
 
 @intrinsic
-def _scatter_lanes(typingctx, acc, rows, codes, p, w):
-    """``acc[rows[p + l]] += w * codes[p + l]`` for the 16 lanes ``l`` in lane order: the 16
-    products come from one vector load, convert and multiply, and each is then added on its
-    own. A plain loop converts and multiplies one code at a time; this leaves a posting about
-    five instructions (load its row, take its lane, load, add and store its row's score), and
-    its results are the same bits (the same float32 products, added in the same order)."""
-    sig = types.void(acc, rows, codes, p, w)
+def _scatter_lanes(typingctx, acc, rows, codes, p, w, nvalid):
+    """``acc[rows[p + l]] += w * codes[p + l]`` for the 16 lanes ``l`` in lane order, the lanes
+    from ``nvalid`` on adding ``+0`` instead (the caller keeps ``p + 16`` within the arrays and
+    their rows within ``acc``). The 16 products come from one vector load, convert and multiply,
+    and each is then added on its own; the row offsets come four to a 64-bit load. That leaves a
+    posting about four instructions (take its row and its product, load, add and store its
+    row's score), and the results are the same bits as a loop one posting at a time (the same
+    float32 products, added in the same order; adding ``+0`` changes no score, as a score is
+    never ``-0``: it starts at ``+0``, and a sum that cancels to zero is ``+0``)."""
+    sig = types.void(acc, rows, codes, p, w, nvalid)
 
     def codegen(context, builder, signature, args):
         a_acc, a_rows, a_codes = (
             context.make_array(t)(context, builder, v)
             for t, v in zip(signature.args[:3], args[:3], strict=True)
         )
-        p = args[3]
+        p, nvalid = args[3], args[5]
         i16, i32, i64, f32 = ir.IntType(16), ir.IntType(32), ir.IntType(64), ir.FloatType()
         fv = ir.VectorType(f32, _LANES)
         cptr = builder.bitcast(
@@ -240,9 +254,21 @@ def _scatter_lanes(typingctx, acc, rows, codes, p, w):
         prod = builder.fmul(
             _splat(builder, args[4], _LANES), builder.sitofp(builder.load(cptr, align=2), fv)
         )
+        short = builder.icmp_unsigned("<", nvalid, i64(_LANES))
+        nv = builder.trunc(builder.select(short, nvalid, i64(_LANES)), i32)
+        lane_ids = ir.Constant(ir.VectorType(i32, _LANES), list(range(_LANES)))
+        keep = builder.icmp_unsigned("<", lane_ids, _splat(builder, nv, _LANES))
+        prod = builder.select(keep, prod, ir.Constant(fv, [0.0] * _LANES))
         rptr = builder.gep(a_rows.data, [p])
+        if _ROW_WORDS:
+            wptr = builder.bitcast(rptr, i64.as_pointer())
+            words = [builder.load(builder.gep(wptr, [i64(q)]), align=2) for q in range(4)]
         for lane in range(_LANES):
-            r = builder.zext(builder.load(builder.gep(rptr, [i64(lane)]), align=2), i64)
+            if _ROW_WORDS:
+                r = builder.lshr(words[lane // 4], i64(16 * (lane % 4)))
+                r = builder.and_(r, i64(0xFFFF))
+            else:
+                r = builder.zext(builder.load(builder.gep(rptr, [i64(lane)]), align=2), i64)
             at = builder.gep(a_acc.data, [r])
             s = builder.fadd(builder.load(at, align=4), builder.extract_element(prod, i32(lane)))
             builder.store(s, at, align=4)
@@ -254,11 +280,11 @@ def _scatter_lanes(typingctx, acc, rows, codes, p, w):
 @numba.njit(cache=True, nogil=True)
 def scatter(acc, rows, codes, p0, p1, w):
     """``acc[rows[p]] += w * codes[p]`` for the postings ``p0`` to ``p1``, 16 at a time
-    (:func:`_scatter_lanes`), the rest one at a time."""
+    (:func:`_scatter_lanes`), the rest one at a time (nothing is read past ``p1``)."""
     p = np.uint64(p0)
     end = np.uint64(p1)
     while p + _LANES_U <= end:
-        _scatter_lanes(acc, rows, codes, p, w)
+        _scatter_lanes(acc, rows, codes, p, w, _LANES_U)
         p += _LANES_U
     while p < end:
         acc[rows[p]] += w * np.float32(codes[p])
@@ -605,8 +631,9 @@ def search_one(q_idx, q_val, layout, forward, k, threshold, scratch, out_s, out_
     nz = 0
     g = floor
     total = 0
-    if m > 0 and nb > 0:
-        _prefetch_segment(ptr, rows, codes, q_idx[0], 0)
+    if nb > 0:
+        for t in range(m):
+            _prefetch_segment(ptr, rows, codes, q_idx[t], 0)
     for b in range(nb):
         r0 = b * block
         blen = min(block, n - r0)
@@ -625,25 +652,23 @@ def search_one(q_idx, q_val, layout, forward, k, threshold, scratch, out_s, out_
             # Unsigned positions: no negative-index wrap-around test per posting.
             p = np.uint64(ptr[j, b])
             p1 = np.uint64(ptr[j, b + 1])
-            # The segment walked next (this block's next term, or the next block's first),
-            # asked for a cache line at a time while this one is walked.
-            nj, nbk = (q_idx[t + 1], b) if t + 1 < m else (q_idx[0], b + 1)
+            # The term's postings in the next block, asked for a step's worth at a time while
+            # these are walked: a block ahead, far enough to hide the memory's latency.
             a = np.uint64(0)
             a1 = np.uint64(0)
-            if nbk < nb:
-                a = np.uint64(ptr[nj, nbk])
-                a1 = np.uint64(ptr[nj, nbk + 1])
+            if b + 1 < nb:
+                a = p1
+                a1 = np.uint64(ptr[j, b + 2])
             if dense:
-                while p + _LINE_U <= p1:
-                    if a < a1:
-                        _prefetch(rows, a)
-                        _prefetch(codes, a)
-                        a += _LINE_U
-                    for _ in range(_LINE // _LANES):
-                        _scatter_lanes(acc, rows, codes, p, w)
-                        p += _LANES_U
+                # Whole vector steps, the last one's lanes past the segment adding +0: no
+                # one-at-a-time tail, one loop exit a segment.
+                while p < p1:
+                    _prefetch(rows, a)
+                    _prefetch(codes, a)
+                    a = min(a + _LANES_U, a1)
+                    _scatter_lanes(acc, rows, codes, p, w, p1 - p)
+                    p += _LANES_U
                 _prefetch_span(rows, codes, a, a1)
-                scatter(acc, rows, codes, p, p1, w)
             else:
                 _prefetch_span(rows, codes, a, a1)
                 while p < p1:
@@ -734,7 +759,15 @@ def search_all(queries, layout, forward, k, threshold, batch, n_chunks, out):
     q_ptr, q_idx, q_val = queries
     out_s, out_i, out_post = out
     nq = q_ptr.shape[0] - 1
+    ptr, rows, codes = layout[0], layout[1], layout[2]
     block = layout[6]
+    if ptr.shape[0] > 0:
+        nnz = ptr[ptr.shape[0] - 1, ptr.shape[1] - 1]
+        if rows.shape[0] < nnz + _LANES or codes.shape[0] < nnz + _LANES:
+            raise ValueError(
+                "the layout's postings lack the 16 zero postings after the last that a vector "
+                "step may read: build the layout with build_layout"
+            )
     for c in numba.prange(n_chunks):
         lo = c * nq // n_chunks
         hi = (c + 1) * nq // n_chunks

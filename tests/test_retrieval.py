@@ -235,11 +235,12 @@ def test_compact_layout_rows_at_block_edges(block_size):
     assert int(index.rows.max()) < min(block_size, n)
 
 
-@pytest.mark.parametrize("block_size", [31, 32, 33, 97])
+@pytest.mark.parametrize("block_size", [15, 16, 17, 31, 32, 33, 97])
 def test_segments_around_a_cache_line_of_postings(block_size):
-    """A term's postings in a block walked in whole cache lines (32 postings, the next segment
-    asked for meanwhile) plus a remainder: segments of 31, 32, 33 and ~90 postings, in every
-    block, the last one partial, give the reference engine's results bit for bit."""
+    """A term's postings in a block walked in whole 16-posting vector steps, the last one's
+    lanes past the segment adding +0 (to rows of the next segments, or of the zeros after the
+    last), while the next block's are asked for: segments of 15 to 33 and ~90 postings, in
+    every block, the last one partial, give the reference engine's results bit for bit."""
     n, d = 20 * block_size + 5, 3
     rng = np.random.default_rng(block_size)
     dense = (rng.random((n, d)) * (rng.random((n, d)) < 0.95)).astype(np.float32)
@@ -353,3 +354,36 @@ def test_scatter_adds_sixteen_lanes_as_one_posting_at_a_time():
             for p in range(p0, p1):
                 want[rows[p]] = np.float32(want[rows[p]] + np.float32(w * np.float32(codes[p])))
             assert got.tobytes() == want.tobytes(), (p0, length)
+
+
+def test_vector_step_past_a_segment_adds_zero_and_the_layout_leaves_room_for_it():
+    """A vector step with ``nvalid`` lanes of a segment adds exactly those postings (in lane
+    order) and changes no other score's bits, for every ``nvalid`` from 0 past 16; the layout
+    keeps 16 zero postings after the last, and a search refuses one without them."""
+    import numba
+
+    from sparse_flops import engine
+
+    step = numba.njit(lambda a, r, c, p, w, nv: engine._scatter_lanes(a, r, c, p, w, nv))
+    rng = np.random.default_rng(1)
+    rows = rng.integers(0, 9, 40).astype(np.uint16)
+    codes = rng.integers(-engine.CODE_MAX, engine.CODE_MAX + 1, 40).astype(np.int16)
+    w = np.float32(-0.61)
+    for p in (0, 3, 24):
+        for nvalid in (0, 1, 7, 15, 16, 17, 40):
+            start = rng.standard_normal(9).astype(np.float32)
+            got = start.copy()
+            step(got, rows, codes, np.uint64(p), w, np.uint64(nvalid))
+            want = start.copy()
+            for q in range(p, p + min(nvalid, 16)):
+                want[rows[q]] = np.float32(want[rows[q]] + np.float32(w * np.float32(codes[q])))
+            assert got.tobytes() == want.tobytes(), (p, nvalid)
+
+    db = random_codes(np.random.default_rng(2), 50, 7, 0.3, True)
+    index = retrieval.SparseIndex(db, block_size=8)
+    nnz = index.num_postings
+    assert index.rows.shape == index.codes.shape == (nnz + 16,)
+    assert not index.rows[nnz:].any() and not index.codes[nnz:].any()
+    index.rows, index.codes = index.rows[:nnz], index.codes[:nnz]
+    with pytest.raises(ValueError, match="16 zero postings"):
+        index.search(db[:3], 2)
