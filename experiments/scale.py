@@ -3,8 +3,8 @@
 python launch.py --mode=scale --config=experiments/scale.py --workdir=runs/scale
 python launch.py --mode=scale --config=experiments/scale.py --workdir=runs/scale \\
     --config.scale.nonzeros=32 --config.scale.profiles=uniform
-python launch.py --mode=scale --config=experiments/scale.py --workdir=runs/scale_b8192 \\
-    --config.scale.nonzeros=32 --config.scale.profiles=uniform --config.scale.block_size=8192
+python launch.py --mode=scale --config=experiments/scale.py --workdir=runs/scale_b16384 \\
+    --config.scale.nonzeros=32 --config.scale.profiles=uniform --config.scale.block_size=16384
 """
 
 import ml_collections
@@ -23,7 +23,7 @@ def get_config(arg: str | None = None):
     c.scale.scipy_queries = 200  # queries timed (and checked) on scipy's Q @ D.T
     c.scale.batch_size = 16  # the batched search's queries per batch (a column of its own)
     c.scale.seed = 0
-    c.scale.block_size = 0  # rows per block of the compact engine; 0: its default (16,384)
+    c.scale.block_size = 0  # rows per block of the compact engine; 0: its default (8,192)
     if arg == "smoke":
         c.scale.num_items = 3000
         c.scale.dim = 64

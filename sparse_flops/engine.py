@@ -44,9 +44,9 @@ from numba.extending import intrinsic
 CODE_MAX = 32767
 # Rows per block by default: its float32 accumulator (32 KiB) fits a core's L1 data cache, and a
 # query term's postings in a block (~256 at 32 non-zeros of 1024) are long enough for the walk
-# to run at the vector step's pace. At a million items, one query at a time, against blocks of
-# 16,384 rows (64 KiB, in L2): uniform 32 non-zeros 0.716 -> 0.638 ms, uniform 64 2.62 -> 2.11,
-# uniform 8 0.171 -> 0.183, Zipf 32 4.16 -> 4.28 (development A/B, rotated rounds).
+# to run at the vector step's pace. The scale benchmark's block_size setting at a million items
+# and uniform 32 non-zeros: 0.626 ms a query against 0.677 at 4,096 rows and 0.714 at 16,384
+# (results/scale/block_size/).
 DEFAULT_BLOCK = 8192
 # A query whose postings in a block exceed this fraction of the block's rows scans the block's
 # accumulator (~0.25 cycles a row with the vector compare, and the postings take the vector

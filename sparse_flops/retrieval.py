@@ -242,10 +242,10 @@ class SparseIndex:
     Args:
       database: scipy sparse or dense ``(n, d)``.
       block_size: rows per block: the accumulators of one block (``batch_size`` of them) should
-        stay in the core's cache. Default: 16,384 for the compact engine (at most 65,536, the
+        stay in the core's cache. Default: 8,192 for the compact engine (at most 65,536, the
         reach of its 16-bit row offsets; at 1M items and uniform 32 non-zeros the scale
-        benchmark's ``block_size`` setting gave 0.602 ms/query against 0.694 at 8,192 and 1.12
-        at 4,096; 8,192 is 5-10% faster at uniform 64), 65,536 for the reference engine.
+        benchmark's ``block_size`` setting gave 0.626 ms/query against 0.677 at 4,096 and 0.714
+        at 16,384, reports in ``results/scale/block_size/``), 65,536 for the reference engine.
       engine: ``compact`` (default; :mod:`sparse_flops.engine`: 4-byte postings, query batching,
         exact re-score from a float32 forward store) or ``reference`` (the term-at-a-time engine
         with float32 postings and int32 row ids, 8 bytes per posting, one query at a time; kept
